@@ -1,0 +1,78 @@
+"The installed commands, end to end, as a user runs them."
+import json, pytest, torch
+from pathlib import Path
+from conftest import run, bin_path
+
+TRAIN, SAMPLE = bin_path('diffnb_train'), bin_path('diffnb_sample')
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp('cli')/'run'
+    r = run([TRAIN, '--preset', 'tiny', '--steps', '25', '--samples', '10', '--no-progress', '--device', 'cpu', '--out', str(out)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1].startswith('done: 25 steps')
+    return out
+
+def test_train_outputs(trained):
+    summary = json.loads((trained/'summary.json').read_text())
+    assert summary['steps'] == 25 and Path(summary['checkpoint']).exists() and (trained/'samples.png').exists()
+
+@pytest.mark.parametrize('extra', [['--sampler', 'ddim', '--steps', '4'], ['--sampler', 'solver', '--steps', '4'],
+                                   ['--sampler', 'ddim', '--steps', '3', '--guidance', '2', '--classes', '3,4']])
+def test_sample_from_checkpoint(trained, tmp_path, extra):
+    out = tmp_path/'s.png'
+    r = run([SAMPLE, '--checkpoint', str(trained/'checkpoint.pt'), '-n', '5', '--no-progress', '--out', str(out), *extra])
+    assert r.returncode == 0, r.stderr
+    saved = torch.load(out.with_suffix('.pt'))
+    assert saved['samples'].shape == (5, 1, 28, 28) and out.exists()
+
+def test_bundled_model_and_inpainting(tmp_path):
+    r = run([SAMPLE, '--steps', '5', '-n', '10', '--guidance', '3', '--no-progress', '--out', str(tmp_path/'a.png')])
+    assert r.returncode == 0, r.stderr
+    r = run([SAMPLE, '--image', 'bundled:7', '--mask', 'bottom', '--steps', '6', '-n', '3', '--resamplings', '2',
+             '--no-progress', '--out', str(tmp_path/'b.png')])
+    assert r.returncode == 0, r.stderr
+    saved = torch.load(tmp_path/'b.pt')
+    m = saved['mask']
+    assert torch.equal(saved['samples'] * m, saved['known'] * m)
+
+def test_resume_through_the_cli(tmp_path):
+    out = tmp_path/'r'
+    args = ['--preset', 'tiny', '--samples', '0', '--no-progress', '--device', 'cpu', '--out']
+    assert run([TRAIN, *args, str(out), '--steps', '6']).returncode == 0
+    r = run([TRAIN, *args, str(out), '--steps', '10', '--resume'])
+    assert r.returncode == 0 and 'resuming' in r.stdout and '10 steps (4 in this run' in r.stdout, r.stdout + r.stderr
+    straight = tmp_path/'s'
+    assert run([TRAIN, *args, str(straight), '--steps', '10']).returncode == 0
+    a, b = torch.load(out/'checkpoint.pt'), torch.load(straight/'checkpoint.pt')
+    for k, v in a['model'].items(): assert torch.equal(v, b['model'][k]), k
+
+@pytest.mark.parametrize('cmd,message', [
+    ([SAMPLE, '--checkpoint', 'missing.pt'], 'checkpoint not found'),
+    ([SAMPLE, '--classes', '10'], r'--classes must be in [0, 9]'),
+    ([SAMPLE, '--classes', 'x'], '--classes must be integers'),
+    ([SAMPLE, '--steps', '0'], 'steps must be an integer in [1, 1000]'),
+    ([SAMPLE, '--eta', '-1'], 'eta must be a number >= 0'),
+    ([SAMPLE, '--image', 'bundled:99999'], 'bundled:INDEX must be in'),
+    ([SAMPLE, '--image', 'bundled:1', '--mask', 'nothing.png'], 'mask not found'),
+    ([SAMPLE, '--image', 'bundled:1', '--sampler', 'solver'], "inpainting works with sampler='ddpm' or 'ddim'"),
+    ([SAMPLE, '-n', '0'], '--n must be at least 1'),
+    ([TRAIN, '--steps', '-5'], '--steps must be positive'),
+    ([TRAIN, '--data', 'no_such_dataset'], 'dataset must be'),
+])
+def test_errors_are_one_line(cmd, message, tmp_path):
+    r = run(cmd + ['--no-progress', '--out', str(tmp_path/'x')] if cmd[0] == TRAIN else cmd + ['--no-progress', '--out', str(tmp_path/'x.png')])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert message in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+def test_bad_checkpoint_file(tmp_path):
+    (tmp_path/'bad.pt').write_bytes(b'not a checkpoint')
+    r = run([SAMPLE, '--checkpoint', str(tmp_path/'bad.pt'), '--no-progress'])
+    assert r.returncode == 2 and 'not a readable checkpoint' in r.stderr and 'Traceback' not in r.stderr
+
+def test_module_entry_point(tmp_path):
+    import sys
+    r = run([sys.executable, '-m', 'diffnb.cli', 'sample', '--steps', '2', '-n', '2', '--no-progress', '--out', str(tmp_path/'m.png')])
+    assert r.returncode == 0, r.stderr
+    assert run([sys.executable, '-m', 'diffnb.cli']).returncode == 2

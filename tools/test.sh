@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Every check of the project, in the order a failure is cheapest to find. Run after `bash tools/setup.sh dev`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH" MPLBACKEND=Agg
+step() { printf '\n== %s\n' "$*"; }
+
+step "the library is in step with the notebooks (nbdev_export changes nothing)"
+nbdev_export
+git add -N diffnb 2>/dev/null || true
+git diff --exit-code --stat -- diffnb
+
+step "the notebooks are clean (nbdev_clean changes nothing)"
+nbdev_clean
+git diff --exit-code --stat -- nbs
+
+step "README.md is made from nbs/index.ipynb"
+python tools/make_readme.py --check
+
+step "the notebooks run top to bottom (nbdev_test; slow cells skipped)"
+nbdev_test --n_workers 2 --timing
+
+step "the installed package, from the outside (pytest)"
+python -m pytest tests -q -p no:cacheprovider
+
+step "the documentation (nbdev's processing, sidebar, API entries, figures)"
+python tools/check_docs.py
