@@ -12,7 +12,7 @@ from .schedules import NoiseSchedule
 from .ddpm import Sampling, Trajectory, check_steps, randn, _steps
 
 # %% auto #0
-__all__ = ['SPACINGS', 'sampling_timesteps', 'ddim_step', 'ddim_sample', 'ddim_invert', 'dpm_solver_sample']
+__all__ = ['SPACINGS', 'sampling_timesteps', 'ddim_step', 'check_eta', 'ddim_sample', 'ddim_invert', 'dpm_solver_sample']
 
 # %% ../nbs/06_ddim.ipynb #4660f80a
 SPACINGS = ('leading', 'trailing', 'linspace')
@@ -45,6 +45,13 @@ def ddim_step(
     x_s = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) * eps
     return x_s + sigma * noise if sigma > 0 else x_s
 
+def check_eta(
+    eta:float, # DDIM's fresh-noise level
+)->float:
+    "Validate DDIM's eta: a number >= 0"
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0: raise ValueError(f'eta must be a number >= 0, got {eta!r}')
+    return float(eta)
+
 def ddim_sample(
     model, # a callable model(x_t, t, y=None) -> prediction
     s:NoiseSchedule, # the noise schedule the model was trained with
@@ -63,7 +70,7 @@ def ddim_sample(
     device=None, # where to sample (default: the model's device)
 ):
     "DDIM sampling (Song et al. 2021): `steps` model calls; deterministic for eta=0"
-    if not isinstance(eta, (int, float)) or eta < 0: raise ValueError(f'eta must be a number >= 0, got {eta!r}')
+    eta = check_eta(eta)
     ts = sampling_timesteps(s.T, steps, spacing)
     run = Sampling(model, s, shape, y, x_T, generator, prediction, clip_x0, device)
     x, traj = run.x_T, Trajectory() if return_trajectory else None

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from .schedules import NoiseSchedule
 from .ddpm import Sampling, Trajectory, ddpm_step, ddpm_sample, check_steps, _steps
-from .ddim import ddim_step, ddim_sample, dpm_solver_sample, sampling_timesteps
+from .ddim import ddim_step, ddim_sample, dpm_solver_sample, sampling_timesteps, check_eta
 from .guidance import classifier_free_guidance
 
 # %% auto #0
@@ -141,9 +141,10 @@ def inpaint(
     if sampler not in ('ddpm', 'ddim'):
         raise ValueError(f"sampler must be 'ddpm' or 'ddim' for inpainting (resampling needs a Markov step), got {sampler!r}")
     if method not in ('repaint', 'replace'): raise ValueError(f"method must be 'repaint' or 'replace', got {method!r}")
-    if not isinstance(eta, (int, float)) or eta < 0: raise ValueError(f'eta must be a number >= 0, got {eta!r}')
+    eta = check_eta(eta)
+    if sampler == 'ddpm' and steps not in (None, s.T): raise ValueError(f'DDPM takes all T={s.T} steps; use the ddim sampler for fewer, got steps={steps}')
     mask = check_mask(known, mask)
-    ts = list(range(s.T - 1, -1, -1)) if sampler == 'ddpm' else sampling_timesteps(s.T, steps or 50, 'leading')
+    ts = list(range(s.T - 1, -1, -1)) if sampler == 'ddpm' else sampling_timesteps(s.T, 50 if steps is None else steps, 'leading')
     path = repaint_schedule(len(ts), jump_length, resamplings if method == 'repaint' else 1)
     run = Sampling(model, s, tuple(known.shape), y, x_T, generator, prediction, clip_x0, device)
     known, mask = known.to(run.device, torch.float32), mask.to(run.device)
@@ -210,6 +211,6 @@ def sample(
         if steps not in (None, s.T): raise ValueError(f'DDPM takes all T={s.T} steps; use ddim or solver for fewer, got steps={steps}')
         if eta: raise ValueError('eta applies to the DDIM sampler only')
         return ddpm_sample(model, s, shape, **common)
-    if sampler == 'ddim': return ddim_sample(model, s, shape, steps=steps or 50, eta=eta, **common)
+    if sampler == 'ddim': return ddim_sample(model, s, shape, steps=50 if steps is None else steps, eta=eta, **common)
     if eta: raise ValueError('eta applies to the DDIM sampler only')
-    return dpm_solver_sample(model, s, shape, steps=steps or 15, **common)
+    return dpm_solver_sample(model, s, shape, steps=15 if steps is None else steps, **common)
