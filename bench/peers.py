@@ -6,7 +6,7 @@ number of model evaluations, and every set is scored by diffnb's evaluation (FID
 the bundled digit classifier, against the 4,500 training digits):
 
 - diffnb: the default `UNet()`, cosine schedule, noise prediction with min-SNR-5 weighting, lr 2e-3 (its defaults);
-  sampled with DDIM (50 steps) and with DPM-Solver++(2M) (10 and 20 steps).
+  sampled with DDIM (50 steps) and with DPM-Solver++(2M) (10 and 20 steps, its default log-SNR spacing).
 - diffusers: `UNet2DModel` in the configuration below with `DDPMScheduler()` (linear betas, noise prediction),
   lr 1e-3; sampled with `DDIMScheduler` (50 steps).
 - denoising-diffusion-pytorch: `Unet(dim=32, dim_mults=(1, 2, 2), channels=1)` with `GaussianDiffusion` (its

@@ -138,6 +138,7 @@ def sample_parser(
     prog:str='diffnb_sample', # the program name shown in help
 )->argparse.ArgumentParser:
     "Arguments of `diffnb_sample`"
+    from diffnb.ddim import SPACINGS
     p = argparse.ArgumentParser(prog=prog, description='Sample from a trained diffusion model (the bundled digit model by default).',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--checkpoint', default=None, help='a checkpoint from diffnb_train (default: the bundled model)')
@@ -145,6 +146,7 @@ def sample_parser(
     p.add_argument('--raw', action='store_true', help="use the checkpoint's raw weights instead of the EMA")
     p.add_argument('--sampler', default='ddim', choices=('ddpm', 'ddim', 'solver'), help='sampler (solver: DPM-Solver++(2M))')
     p.add_argument('--steps', type=int, default=None, help='model calls (default: 50 ddim, 15 solver; ddpm uses all T)')
+    p.add_argument('--spacing', default=None, choices=SPACINGS, help="timesteps for ddim or solver (default: 'leading' for ddim, 'logsnr' for the solver)")
     p.add_argument('--eta', type=float, default=0.0, help='DDIM noise level (0: deterministic)')
     p.add_argument('-n', '--n', type=int, default=40, help='number of images')
     p.add_argument('--classes', default=None, help="class labels: one ('7'), a list ('1,2,3', repeated to n) or 'all' (cycle through every class; the default for class-conditional models)")
@@ -226,6 +228,9 @@ def sample_cmd(args):
         raise ValueError('--guidance needs a class-conditional model' + (' (drop --unconditional)' if args.unconditional else ''))
     kw = dict(sampler=args.sampler, steps=args.steps, eta=args.eta, y=y, guidance_scale=args.guidance, generator=g,
               clip_x0=not args.no_clip, progress=not args.no_progress)
+    if args.spacing:
+        if args.sampler == 'ddpm' or args.image: raise ValueError('--spacing applies to the ddim and solver samplers, without inpainting')
+        kw['spacing'] = args.spacing
     known = mask = None
     if args.image:
         known = _load_image(args.image, shape[1:]).expand(args.n, -1, -1, -1).contiguous()

@@ -18,6 +18,7 @@ def test_train_outputs(trained):
     assert summary['steps'] == 25 and Path(summary['checkpoint']).exists() and (trained/'samples.png').exists()
 
 @pytest.mark.parametrize('extra', [['--sampler', 'ddim', '--steps', '4'], ['--sampler', 'solver', '--steps', '4'],
+                                   ['--sampler', 'solver', '--steps', '4', '--spacing', 'trailing'],
                                    ['--sampler', 'ddim', '--steps', '3', '--guidance', '2', '--classes', '3,4']])
 def test_sample_from_checkpoint(trained, tmp_path, extra):
     out = tmp_path/'s.png'
@@ -57,6 +58,7 @@ def test_resume_through_the_cli(tmp_path):
     ([SAMPLE, '--image', 'bundled:1', '--mask', 'nothing.png'], 'mask not found'),
     ([SAMPLE, '--image', 'bundled:1', '--sampler', 'solver'], "inpainting works with sampler='ddpm' or 'ddim'"),
     ([SAMPLE, '-n', '0'], '--n must be at least 1'),
+    ([SAMPLE, '--sampler', 'ddpm', '--spacing', 'trailing'], '--spacing applies to the ddim and solver samplers'),
     ([TRAIN, '--steps', '-5'], '--steps must be positive'),
     ([TRAIN, '--data', 'no_such_dataset'], 'dataset must be'),
 ])

@@ -117,3 +117,24 @@ def test_bad_labels_and_model_output():
     with pytest.raises(ValueError, match=r'class indices in \[0, 9\]'): ddim_sample(net, S, (2, 1, 8, 8), y=torch.tensor([1, 10]))
     with pytest.raises(ValueError, match='the model must return a tensor of shape'):
         ddim_sample(lambda x, t, y=None: x[:, :1], S, (2, 3, 8, 8), steps=5)
+
+@pytest.mark.parametrize('sched', [cosine_schedule(), linear_schedule()])
+def test_logsnr_spacing(sched):
+    from diffnb.ddim import sampling_timesteps
+    ab = sched.alpha_bar64
+    logsnr = (ab / (1 - ab)).log()
+    for steps in (1, 2, 5, 10, 15, 50, 200, 990, 999, 1000):
+        ts = sampling_timesteps(sched, steps, 'logsnr')
+        assert len(ts) == steps and all(0 <= b < a <= 999 for a, b in zip(ts, ts[1:]))
+        if steps <= 50:   # inside the covered range: from log-SNR -10 up to +6
+            assert -10 <= logsnr[ts[0]] < -9 and logsnr[ts[0] + 1] < -10
+            if steps > 1: assert 5.5 < logsnr[ts[-1]] <= 6
+    assert sampling_timesteps(sched, 1000, 'logsnr') == list(range(999, -1, -1))
+    with pytest.raises(ValueError, match='needs the NoiseSchedule'): sampling_timesteps(1000, 10, 'logsnr')
+
+def test_solver_defaults_to_logsnr_spacing():
+    "The solver never asks the model about timesteps below log-SNR -10 (the cosine schedule's 995..999)"
+    seen = []
+    def model(x, t, y=None): seen.append(int(t[0])); return GAUSS(x, t)
+    dpm_solver_sample(model, S, (4, 3), steps=10, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 10 and seen[0] == 994
