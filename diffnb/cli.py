@@ -40,7 +40,7 @@ def train_parser(
     p = argparse.ArgumentParser(prog=prog, description='Train a diffusion model (bundled MNIST digits by default).',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group('data')
-    d.add_argument('--data', default='bundled', help="'bundled', 'mnist', 'fashion_mnist', 'cifar10' (downloaded to --root) or a folder of images, one sub-folder per class")
+    d.add_argument('--data', default='bundled', help="'bundled' (all 5,000 digits; 'bundled:train' for the 4,000 of the training part), 'mnist', 'fashion_mnist', 'cifar10' (downloaded to --root) or a folder of images, one sub-folder per class")
     d.add_argument('--root', default='data', help='where torchvision datasets are stored')
     d.add_argument('--size', type=int, default=None, help='resize images to SIZE x SIZE (folders default to 32)')
     d.add_argument('--channels', type=int, default=3, choices=(1, 3), help='channels for an image folder')
@@ -211,7 +211,7 @@ def _make_mask(spec, size, generator):
 def sample_cmd(args):
     "The body of `diffnb_sample` (arguments as parsed by `sample_parser`)"
     from diffnb.training import load_model, default_device
-    from diffnb.inpainting import sample
+    from diffnb.sampling import sample
     from diffnb.data import save_images, image_grid
     if args.n < 1: raise ValueError(f'--n must be at least 1, got {args.n}')
     device = torch.device(args.device) if args.device else default_device()

@@ -12,9 +12,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 # %% auto #0
-__all__ = ['ASSETS', 'MNIST_SUBSET_SHA256', 'TORCHVISION_DATASETS', 'to_model_range', 'to_unit_range', 'ImageDataset',
-           'TensorImages', 'bundled_mnist', 'image_grid', 'show_images', 'save_images', 'two_moons', 'swiss_roll',
-           'ring_means', 'gaussian_ring', 'ConvertedImages', 'torchvision_images', 'image_folder', 'load_dataset']
+__all__ = ['ASSETS', 'MNIST_SUBSET_SHA256', 'HELDOUT_PER_CLASS', 'TORCHVISION_DATASETS', 'to_model_range', 'to_unit_range',
+           'ImageDataset', 'TensorImages', 'bundled_mnist', 'image_grid', 'show_images', 'save_images', 'two_moons',
+           'swiss_roll', 'ring_means', 'gaussian_ring', 'ConvertedImages', 'torchvision_images', 'image_folder',
+           'load_dataset']
 
 # %% ../nbs/00_data.ipynb #74eb15a2
 def to_model_range(
@@ -81,19 +82,36 @@ class TensorImages(ImageDataset):
 # %% ../nbs/00_data.ipynb #4ab9157a
 ASSETS = Path(__file__).parent/'assets' if '__file__' in globals() else Path('../diffnb/assets')
 MNIST_SUBSET_SHA256 = '809ec085d551285cf9efad12c42a6aead98c62f96eb9936cc5b778870773e50d'
+HELDOUT_PER_CLASS = 100
+
+def _heldout_mask(images, labels, per_class):
+    "The held-out images: in each class, the `per_class` whose content hashes lowest (fixed, random-like, version-proof)"
+    key = np.array([hashlib.sha256(im.tobytes()).hexdigest() for im in images])
+    hold = np.zeros(len(images), dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        hold[idx[np.argsort(key[idx], kind='stable')[:per_class]]] = True
+    return hold
 
 def bundled_mnist(
+    split:str=None, # None: all 5,000 digits; 'train': the 4,000 every bundled model learns from; 'heldout': the other 1,000
     check:bool=False, # verify the file's content checksum first
-)->TensorImages: # 5,000 digits, 1x28x28 in [-1, 1], labels 0..9
-    "The MNIST subset that ships with diffnb: 500 images of each digit, no download needed"
+)->TensorImages: # digits, 1x28x28 in [-1, 1], labels 0..9
+    "The MNIST subset that ships with diffnb (500 images of each digit, no download needed), or one part of its fixed split"
+    if split not in (None, 'all', 'train', 'heldout'): raise ValueError(f"split must be None, 'train' or 'heldout', got {split!r}")
     path = ASSETS/'mnist_subset.npz'
     if not path.exists(): raise FileNotFoundError(f'the bundled MNIST file is missing: {path} (reinstall diffnb)')
     with np.load(path) as f: images, labels = f['images'], f['labels']
     if check:
         digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
         if digest != MNIST_SUBSET_SHA256: raise ValueError(f'{path} is damaged: checksum {digest} != {MNIST_SUBSET_SHA256}')
+    name = 'bundled MNIST'
+    if split in ('train', 'heldout'):
+        hold = _heldout_mask(images, labels, HELDOUT_PER_CLASS)
+        keep = hold if split == 'heldout' else ~hold
+        images, labels, name = images[keep], labels[keep], f'bundled MNIST, {"held-out" if split == "heldout" else "training"} part'
     x = to_model_range(images[:, None])
-    return TensorImages(x, torch.from_numpy(labels.astype(np.int64)), [str(i) for i in range(10)], 'bundled MNIST')
+    return TensorImages(x, torch.from_numpy(labels.astype(np.int64)), [str(i) for i in range(10)], name)
 
 # %% ../nbs/00_data.ipynb #36ba83f9
 def image_grid(
@@ -266,7 +284,7 @@ def image_folder(
 
 # %% ../nbs/00_data.ipynb #15b53a2f
 def load_dataset(
-    name:str='bundled', # 'bundled', 'mnist', 'fashion_mnist', 'cifar10', or a path to an image folder
+    name:str='bundled', # 'bundled' (or 'bundled:train', 'bundled:heldout'), 'mnist', 'fashion_mnist', 'cifar10', or a path to an image folder
     root='data', # where torchvision datasets are stored
     size:int=None, # resize images to size x size (torchvision and folders; folders default to 32)
     channels:int=3, # channels for an image folder
@@ -274,6 +292,7 @@ def load_dataset(
 )->ImageDataset:
     "Get an `ImageDataset` by name"
     if name in ('bundled', 'bundled_mnist'): return bundled_mnist()
+    if name in ('bundled:train', 'bundled:heldout'): return bundled_mnist(name.split(':')[1])
     if name in TORCHVISION_DATASETS: return torchvision_images(name, root, download=download, size=size)
     if Path(name).is_dir(): return image_folder(name, size=size or 32, channels=channels)
     raise ValueError(f"dataset must be 'bundled', one of {sorted(TORCHVISION_DATASETS)} or an existing folder, got {name!r}")

@@ -8,11 +8,10 @@ import math
 import torch
 from torch import Tensor
 from .schedules import NoiseSchedule
-from .training import PREDICTIONS, convert_prediction
+from .forward import PREDICTIONS, convert_prediction
 
 # %% auto #0
-__all__ = ['model_device', 'randn', 'check_labels', 'Sampling', 'check_steps', 'Trajectory', 'ddpm_step', 'ddpm_sample',
-           'GaussianModel', 'GaussianMixtureModel']
+__all__ = ['model_device', 'randn', 'check_labels', 'Sampling', 'check_steps', 'Trajectory', 'ddpm_step', 'ddpm_sample']
 
 # %% ../nbs/05_ddpm.ipynb #f075c639
 def model_device(
@@ -172,52 +171,3 @@ def ddpm_sample(
             if traj is not None: traj.add(t, x, x0)
             x = ddpm_step(x, t, x0, s, run.noise() if t > 0 else None, variance)
     return (x, traj.finish(x)) if traj is not None else x
-
-# %% ../nbs/05_ddpm.ipynb #71997671
-class GaussianModel:
-    "The exact noise predictor for data x0 ~ N(mean, cov), for testing samplers"
-    prediction, n_classes = 'eps', None
-    def __init__(self,
-        s:NoiseSchedule, # the noise schedule
-        mean:Tensor, # mean of the data, shaped like one sample (C, H, W) or flat (D,)
-        cov:Tensor=None, # covariance (D, D) of the flattened sample (default: identity)
-    ):
-        self.s, self.sample_shape = s, tuple(mean.shape)
-        self.mean = mean.double().flatten()
-        D = len(self.mean)
-        cov = torch.eye(D, dtype=torch.float64) if cov is None else torch.as_tensor(cov, dtype=torch.float64)
-        if cov.shape != (D, D): raise ValueError(f'cov must have shape ({D}, {D}), got {tuple(cov.shape)}')
-        self.cov = cov
-        self.lam, self.Q = torch.linalg.eigh(cov)
-    def __call__(self, x_t:Tensor, t:Tensor, y=None)->Tensor:
-        ab = self.s.alpha_bar64[t.cpu()].to(x_t.device)[:, None]
-        a, sig = ab.sqrt(), (1 - ab).sqrt()
-        z = (x_t.flatten(1).double() - a * self.mean.to(x_t.device)) @ self.Q.to(x_t.device)
-        eps = (sig * z / (ab * self.lam.to(x_t.device) + 1 - ab)) @ self.Q.T.to(x_t.device)
-        return eps.to(x_t.dtype).reshape(x_t.shape)
-
-class GaussianMixtureModel:
-    "The exact noise predictor for data from a mixture of isotropic Gaussians, for testing samplers"
-    prediction, n_classes = 'eps', None
-    def __init__(self,
-        s:NoiseSchedule, # the noise schedule
-        means:Tensor, # component means (K, D)
-        stds, # component standard deviations: a number or (K,)
-        weights:Tensor=None, # mixture weights (K,) (default: equal)
-    ):
-        self.s, self.means = s, torch.as_tensor(means, dtype=torch.float64)
-        K = len(self.means)
-        self.stds = torch.as_tensor(stds, dtype=torch.float64).expand(K)
-        self.logw = (torch.full((K,), 1 / K, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)).log()
-    def __call__(self, x_t:Tensor, t:Tensor, y=None)->Tensor:
-        dev = x_t.device
-        ab = self.s.alpha_bar64[t.cpu()].to(dev)[:, None]           # (B, 1)
-        a, sig = ab.sqrt(), (1 - ab).sqrt()
-        x = x_t.flatten(1).double()                                              # (B, D)
-        v = ab * self.stds.to(dev) ** 2 + (1 - ab)                               # (B, K)
-        diff = x[:, None, :] - a[:, :, None] * self.means.to(dev)[None]          # (B, K, D)
-        D = x.shape[1]
-        logp = self.logw.to(dev) - 0.5 * D * v.log() - 0.5 * diff.pow(2).sum(-1) / v
-        r = logp.softmax(-1)                                                     # (B, K)
-        eps = sig * (r[:, :, None] * diff / v[:, :, None]).sum(1)
-        return eps.to(x_t.dtype).reshape(x_t.shape)

@@ -8,13 +8,11 @@ import math, warnings
 import torch
 from torch import Tensor
 from .schedules import NoiseSchedule
-from .ddpm import Sampling, Trajectory, ddpm_step, ddpm_sample, check_steps, _steps
-from .ddim import ddim_step, ddim_sample, dpm_solver_sample, sampling_timesteps, check_eta
-from .guidance import classifier_free_guidance
+from .ddpm import Sampling, Trajectory, ddpm_step, check_steps, _steps
+from .ddim import ddim_step, sampling_timesteps, check_eta
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'box_mask', 'half_mask', 'stroke_mask', 'mask_from_image', 'check_mask', 'repaint_schedule', 'inpaint',
-           'sample']
+__all__ = ['box_mask', 'half_mask', 'stroke_mask', 'mask_from_image', 'check_mask', 'repaint_schedule', 'inpaint']
 
 # %% ../nbs/08_inpainting.ipynb #ec0cdee3
 def box_mask(
@@ -171,46 +169,3 @@ def inpaint(
                 r = run.ab[t_to] / run.alpha_bar(t)
                 x = math.sqrt(r) * x + math.sqrt(1 - r) * run.noise()
     return (x, traj.finish(x)) if traj is not None else x
-
-# %% ../nbs/08_inpainting.ipynb #b3ed73d8
-SAMPLERS = ('ddpm', 'ddim', 'solver')
-
-def sample(
-    model, # a callable model(x_t, t, y=None) -> prediction
-    s:NoiseSchedule, # the noise schedule the model was trained with
-    shape:tuple=None, # shape of the samples (B, C, H, W); taken from `known` when inpainting
-    *,
-    sampler:str='ddim', # 'ddpm', 'ddim' or 'solver' (DPM-Solver++(2M))
-    steps:int=None, # model calls: default 50 for DDIM, 15 for the solver; DDPM always takes T
-    eta:float=0.0, # DDIM noise level
-    y=None, # class labels (B,) for a class-conditional model
-    guidance_scale:float=None, # classifier-free guidance scale (needs y); None for none
-    known:Tensor=None, # inpainting: the image (B, C, H, W) in [-1, 1]
-    mask:Tensor=None, # inpainting: 1 where `known` is known
-    x_T:Tensor=None, # starting noise (default: drawn from `generator`)
-    generator:torch.Generator=None, # randomness
-    clip_x0:bool=True, # clip each x0 estimate to [-1, 1]
-    return_trajectory:bool=False, # also return the `Trajectory`
-    progress:bool=False, # show a progress bar
-    **kwargs, # more options of the sampler (`spacing`, `variance`, `method`, `jump_length`, ...)
-):
-    "Sample with any sampler, optional guidance and optional inpainting"
-    if sampler not in SAMPLERS: raise ValueError(f'sampler must be one of {SAMPLERS}, got {sampler!r}')
-    if guidance_scale is not None:
-        if y is None: raise ValueError('guidance_scale needs class labels y')
-        model = classifier_free_guidance(model, guidance_scale)
-    common = dict(y=y, x_T=x_T, generator=generator, clip_x0=clip_x0, return_trajectory=return_trajectory, progress=progress, **kwargs)
-    if (known is None) != (mask is None): raise ValueError('inpainting needs both known and mask')
-    if known is not None:
-        if sampler == 'solver': raise ValueError("inpainting works with sampler='ddpm' or 'ddim'")
-        if shape is not None and tuple(shape) != tuple(known.shape):
-            raise ValueError(f'shape {tuple(shape)} does not match known {tuple(known.shape)}')
-        return inpaint(model, s, known, mask, sampler=sampler, steps=steps, eta=eta, **common)
-    if shape is None: raise ValueError('shape is required (or known and mask, for inpainting)')
-    if sampler == 'ddpm':
-        if steps not in (None, s.T): raise ValueError(f'DDPM takes all T={s.T} steps; use ddim or solver for fewer, got steps={steps}')
-        if eta: raise ValueError('eta applies to the DDIM sampler only')
-        return ddpm_sample(model, s, shape, **common)
-    if sampler == 'ddim': return ddim_sample(model, s, shape, steps=50 if steps is None else steps, eta=eta, **common)
-    if eta: raise ValueError('eta applies to the DDIM sampler only')
-    return dpm_solver_sample(model, s, shape, steps=15 if steps is None else steps, **common)

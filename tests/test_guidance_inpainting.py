@@ -2,7 +2,8 @@
 import warnings, pytest, torch
 from diffnb.pretrained import load_pretrained
 from diffnb.guidance import classifier_free_guidance
-from diffnb.inpainting import inpaint, sample, half_mask, box_mask, stroke_mask, mask_from_image
+from diffnb.inpainting import inpaint, half_mask, box_mask, stroke_mask, mask_from_image
+from diffnb.sampling import sample
 from diffnb.ddim import ddim_sample
 from diffnb.data import bundled_mnist
 from diffnb.unet import UNet

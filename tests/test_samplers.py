@@ -2,7 +2,8 @@
 import pytest, torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffnb.schedules import cosine_schedule, linear_schedule
-from diffnb.ddpm import ddpm_sample, ddpm_step, GaussianModel, GaussianMixtureModel
+from diffnb.ddpm import ddpm_sample, ddpm_step
+from diffnb.training import GaussianModel, GaussianMixtureModel
 from diffnb.ddim import ddim_sample, dpm_solver_sample, ddim_invert
 from diffnb.data import ring_means
 from diffnb.unet import UNet
