@@ -91,6 +91,9 @@ class Sampling:
                 raise ValueError(f'the model must return a tensor of shape {tuple(x.shape)}, got '
                                  f'{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}')
             self.checked = True
+        if not torch.isfinite(out).all():
+            raise FloatingPointError(f'the model returned non-finite values (NaN or inf) at timestep {t}: '
+                                     'check its weights and inputs (a NaN in the weights or in `known` spreads to every pixel)')
         a, sigma = math.sqrt(self.ab[t]), math.sqrt(1 - self.ab[t])
         eps, x0 = convert_prediction(out.float(), x, a, sigma, self.prediction)
         if self.clip_x0:   # keep the pair consistent with x_t = a x0 + sigma eps

@@ -88,6 +88,7 @@ def check_mask(
     known, mask = torch.as_tensor(known), torch.as_tensor(mask)
     if known.ndim != 4: raise ValueError(f'known must be an image batch (B, C, H, W), got shape {tuple(known.shape)}')
     if not known.is_floating_point(): raise ValueError(f'known must hold floats in [-1, 1], got dtype {known.dtype}')
+    if not torch.isfinite(known).all(): raise ValueError('known must be finite (it holds NaN or inf)')
     if known.abs().max() > 1 + 1e-3: raise ValueError('known must hold values in [-1, 1] (use diffnb.data.to_model_range)')
     try: full = torch.broadcast_to(mask, known.shape)
     except RuntimeError:
