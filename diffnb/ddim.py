@@ -56,18 +56,18 @@ def sampling_timesteps(
 
 # %% ../nbs/06_ddim.ipynb #5e5e2d46
 def ddim_step(
-    x:Tensor, # the sample at step t
+    x:Tensor, # the sample at timestep t
     eps:Tensor, # the noise estimate at (x, t)
     x0:Tensor, # the clean-image estimate at (x, t)
     ab_t:float, # alpha-bar at t
-    ab_s:float, # alpha-bar at the target step s < t (1.0 for the clean image)
+    ab_to:float, # alpha-bar at the target timestep t' < t (1.0 for the clean image)
     eta:float=0.0, # fresh-noise level: 0 deterministic, 1 DDPM-like
     noise:Tensor=None, # standard normal noise (needed when eta > 0)
-)->Tensor: # the sample at step s
-    "One DDIM step from t to s (Song et al. 2021, eq. 12)"
-    sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)) if eta else 0.0
-    x_s = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) * eps
-    return x_s + sigma * noise if sigma > 0 else x_s
+)->Tensor: # the sample at timestep t'
+    "One DDIM step from t to t' (Song et al. 2021, eq. 12)"
+    sigma = eta * math.sqrt((1 - ab_to) / (1 - ab_t) * (1 - ab_t / ab_to)) if eta else 0.0   # sigma_t(eta)
+    x_to = math.sqrt(ab_to) * x0 + math.sqrt(max(1 - ab_to - sigma ** 2, 0.0)) * eps
+    return x_to + sigma * noise if sigma > 0 else x_to
 
 def check_eta(
     eta:float, # DDIM's fresh-noise level

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from .schedules import NoiseSchedule
 from .forward import PREDICTIONS, convert_prediction
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['model_device', 'randn', 'check_labels', 'Sampling', 'check_steps', 'Trajectory', 'ddpm_step', 'ddpm_sample']
@@ -52,10 +53,20 @@ def check_labels(
         raise ValueError(f'y must hold class indices in [0, {n - 1}], got values from {y.min().item()} to {y.max().item()}')
     return y.long()
 
-# %% ../nbs/05_ddpm.ipynb #5eb74ece
+# %% ../nbs/05_ddpm.ipynb #e4551847
 class Sampling:
     "The checked inputs of one sampling run: device, schedule values, starting noise, labels, prediction type"
-    def __init__(self, model, s, shape, y=None, x_T=None, generator=None, prediction=None, clip_x0=True, device=None):
+    def __init__(self,
+        model, # a callable model(x_t, t, y=None) -> prediction
+        s:NoiseSchedule, # the noise schedule the model was trained with
+        shape:tuple, # shape of the samples (B, ...)
+        y=None, # class labels (B,) for a class-conditional model
+        x_T:Tensor=None, # the starting noise (default: drawn from `generator`)
+        generator:torch.Generator=None, # randomness for x_T and every step
+        prediction:str=None, # what the model predicts (default: its `prediction` attribute, else 'eps')
+        clip_x0:bool=True, # clip each x0 estimate to [-1, 1]
+        device=None, # where to sample (default: the model's device; x_T's for a model without parameters)
+    ):
         if not isinstance(s, NoiseSchedule): raise ValueError(f's must be a NoiseSchedule, got {type(s).__name__}')
         shape = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else None
         if not shape or len(shape) < 2 or not all(isinstance(d, int) and d > 0 for d in shape):
@@ -78,29 +89,37 @@ class Sampling:
         "alpha-bar at step t; 1.0 for t = -1 (the clean data)"
         return self.ab[t] if t >= 0 else 1.0
 
-    def noise(self)->Tensor:
-        "Fresh standard normal noise shaped like the samples"
-        return randn(self.shape, self.generator, self.device)
+# %% ../nbs/05_ddpm.ipynb #5507181d
+@patch
+def noise(self:Sampling)->Tensor:
+    "Fresh standard normal noise shaped like the samples, from the run's generator"
+    return randn(self.shape, self.generator, self.device)
 
-    def denoise(self, x:Tensor, t:int)->tuple:
-        "One model call at step t: (eps_hat, x0_hat); with `clip_x0`, x0_hat is clipped to [-1, 1] and eps_hat recomputed from it"
-        tt = torch.full((x.shape[0],), t, device=self.device, dtype=torch.long)
-        out = self.model(x, tt, self.y) if self.y is not None else self.model(x, tt)
-        if not self.checked:
-            if not isinstance(out, Tensor) or out.shape != x.shape:
-                raise ValueError(f'the model must return a tensor of shape {tuple(x.shape)}, got '
-                                 f'{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}')
-            self.checked = True
-        if not torch.isfinite(out).all():
-            raise FloatingPointError(f'the model returned non-finite values (NaN or inf) at timestep {t}: '
-                                     'check its weights and inputs (a NaN in the weights or in `known` spreads to every pixel)')
-        a, sigma = math.sqrt(self.ab[t]), math.sqrt(1 - self.ab[t])
-        eps, x0 = convert_prediction(out.float(), x, a, sigma, self.prediction)
-        if self.clip_x0:   # keep the pair consistent with x_t = a x0 + sigma eps
-            x0 = x0.clamp(-1, 1)
-            eps = (x - a * x0) / sigma
-        return eps, x0
+# %% ../nbs/05_ddpm.ipynb #171508ad
+@patch
+def denoise(self:Sampling,
+    x:Tensor, # the samples x_t
+    t:int, # their timestep
+)->tuple: # (eps_hat, x0_hat)
+    "One model call at step t: (eps_hat, x0_hat); with `clip_x0`, x0_hat is clipped to [-1, 1] and eps_hat recomputed from it"
+    tt = torch.full((x.shape[0],), t, device=self.device, dtype=torch.long)
+    out = self.model(x, tt, self.y) if self.y is not None else self.model(x, tt)
+    if not self.checked:
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            raise ValueError(f'the model must return a tensor of shape {tuple(x.shape)}, got '
+                             f'{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}')
+        self.checked = True
+    if not torch.isfinite(out).all():
+        raise FloatingPointError(f'the model returned non-finite values (NaN or inf) at timestep {t}: '
+                                 'check its weights and inputs (a NaN in the weights or in `known` spreads to every pixel)')
+    a, b = math.sqrt(self.ab[t]), math.sqrt(1 - self.ab[t])     # a_t and b_t
+    eps, x0 = convert_prediction(out.float(), x, a, b, self.prediction)
+    if self.clip_x0:   # keep the pair consistent with x_t = a_t x0 + b_t eps
+        x0 = x0.clamp(-1, 1)
+        eps = (x - a * x0) / b
+    return eps, x0
 
+# %% ../nbs/05_ddpm.ipynb #9006c3bb
 def check_steps(
     steps:int, # number of sampling steps asked for
     T:int, # number of diffusion steps of the schedule
@@ -123,7 +142,8 @@ class Trajectory:
         self.t.append(t); self.x_t.append(x_t.detach().cpu()); self.x0.append(x0.detach().cpu())
     def finish(self, x:Tensor)->Trajectory:
         "Record the final sample; stack the lists into tensors (steps, B, ...)"
-        self.x_t = torch.stack(self.x_t + [x.detach().cpu()]); self.x0 = torch.stack(self.x0)
+        self.x_t = torch.stack(self.x_t + [x.detach().cpu()])
+        self.x0 = torch.stack(self.x0) if self.x0 else x.detach().cpu().new_empty((0, *x.shape))   # a run of no steps
         return self
     def __len__(self): return len(self.t)
     def __repr__(self): return f'Trajectory({len(self)} steps, t {self.t[0] if self.t else None} -> {self.t[-1] if self.t else None})'

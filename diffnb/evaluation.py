@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
+from .data import ASSETS
 
 # %% auto #0
-__all__ = ['ASSETS', 'DigitClassifier', 'train_classifier', 'split_bundled', 'load_classifier', 'save_classifier', 'features',
-           'fid', 'kid', 'class_accuracy', 'nearest_neighbours', 'evaluate']
+__all__ = ['DigitClassifier', 'train_classifier', 'heldout_halves', 'load_classifier', 'save_classifier', 'features', 'fid',
+           'kid', 'class_accuracy', 'nearest_neighbours', 'evaluate', 'evaluate_sampler']
 
 # %% ../nbs/09_evaluation.ipynb #03c1ad40
 class DigitClassifier(nn.Module):
@@ -74,18 +75,16 @@ def train_classifier(
     return model.eval()
 
 # %% ../nbs/09_evaluation.ipynb #40a62e75
-ASSETS = Path(__file__).parent/'assets' if '__file__' in globals() else Path('../diffnb/assets')
-
-def split_bundled(
-    n_holdout:int=50, # held-out images per class
-)->tuple: # (train TensorImages, held-out TensorImages)
-    "The bundled digits split into training and held-out parts (the last `n_holdout` of each class held out)"
+def heldout_halves(
+    seed:int=0, # which random split
+)->tuple: # (reference TensorImages, control TensorImages), 500 digits each
+    "The 1,000 held-out bundled digits split at random into two halves"
     from diffnb.data import bundled_mnist, TensorImages
-    d = bundled_mnist()
-    hold = torch.zeros(len(d), dtype=torch.bool)
-    for c in range(d.n_classes): hold[torch.nonzero(d.labels == c)[-n_holdout:, 0]] = True
-    part = lambda m, name: TensorImages(d.images[m], d.labels[m], d.classes, name)
-    return part(~hold, 'bundled MNIST, training part'), part(hold, 'bundled MNIST, held out')
+    d = bundled_mnist('heldout')
+    first = torch.zeros(len(d), dtype=torch.bool)
+    first[torch.randperm(len(d), generator=torch.Generator().manual_seed(seed))[:len(d) // 2]] = True
+    part = lambda m, name: TensorImages(d.images[m], d.labels[m], d.classes, f'held-out digits, {name} half (seed {seed})')
+    return part(first, 'reference'), part(~first, 'control')
 
 def load_classifier(
     name:str='mnist', # the bundled classifier's name
@@ -200,3 +199,24 @@ def evaluate(
     if y is not None: out['accuracy'] = class_accuracy(clf, x, y)
     out['nn_distance'] = nearest_neighbours(x, ref if train is None else train)[0].median().item()
     return out
+
+def _mean_sd(vals):
+    t = torch.tensor(vals, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(t) > 1 else float('nan')
+
+def evaluate_sampler(
+    make_samples, # make_samples(seed) -> (samples (500, C, H, W) in [-1, 1], their intended labels or None)
+    seeds=(0, 1, 2), # one held-out split and one set of samples per seed
+    classifier:DigitClassifier=None, # feature extractor (default: the bundled one)
+)->dict: # per-seed results and {measure: (mean, sd)} for the samples and for the control half
+    "The evaluation protocol: samples and real control digits scored against the reference half, over seeds"
+    clf = classifier or load_classifier()
+    runs = []
+    for seed in seeds:
+        ref, ctrl = heldout_halves(seed)
+        x, y = make_samples(seed)
+        if len(x) != len(ctrl): raise ValueError(f'make_samples must return {len(ctrl)} samples (the size of the control half), got {len(x)}')
+        runs.append(dict(seed=seed, samples=evaluate(x.clamp(-1, 1), ref.images, y, clf),
+                         control=evaluate(ctrl.images, ref.images, ctrl.labels if y is not None else None, clf)))
+    summary = {who: {k: _mean_sd([r[who][k] for r in runs]) for k in runs[0][who] if k != 'n'} for who in ('samples', 'control')}
+    return dict(runs=runs, **summary)

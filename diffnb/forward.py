@@ -82,15 +82,15 @@ def prediction_target(
 def convert_prediction(
     out:Tensor, # the network's output
     x_t:Tensor, # the noisy input it was given
-    a, # sqrt(alpha_bar_t): a number, or a tensor broadcastable against x_t
-    sigma, # sqrt(1 - alpha_bar_t), likewise
+    a, # the signal scale sqrt(alpha_bar_t): a number, or a tensor broadcastable against x_t
+    b, # the noise scale sqrt(1 - alpha_bar_t), likewise
     prediction:str='eps', # what the network predicts: 'eps', 'x0' or 'v'
 )->tuple: # (eps_hat, x0_hat)
     "Turn a network output into both a noise estimate and a clean-image estimate, given the signal and noise scales"
     check_prediction(prediction)
-    if prediction == 'eps': return out, (x_t - sigma * out) / a
-    if prediction == 'x0': return (x_t - a * out) / sigma, out
-    return sigma * x_t + a * out, a * x_t - sigma * out
+    if prediction == 'eps': return out, (x_t - b * out) / a
+    if prediction == 'x0': return (x_t - a * out) / b, out
+    return b * x_t + a * out, a * x_t - b * out
 
 def split_prediction(
     out:Tensor, # the network's output

@@ -31,6 +31,7 @@ class GuidedModel:
         t:Tensor, # timesteps (B,)
         y:Tensor=None, # class labels (B,) in [0, n_classes)
     )->Tensor: # the guided prediction
+        "uncond + w (cond - uncond), from one call on the doubled batch; w = 1 and w = 0 call the model once, unchanged"
         if y is None: raise ValueError('classifier-free guidance needs class labels y')
         w, null = self.guidance_scale, torch.full_like(y, self.n_classes)
         if w == 1: return self.model(x, t, y)            # exactly the conditional model

@@ -91,23 +91,23 @@ def _check_T(T):
 # %% ../nbs/01_schedules.ipynb #d5b6d8a7
 def cosine_schedule(
     T:int=1000, # number of diffusion steps
-    s:float=0.008, # small offset that keeps the first betas from vanishing
+    offset:float=0.008, # the offset delta that keeps the first betas from vanishing (the paper's s)
     max_beta:float=0.999, # cap on each beta
     dtype:torch.dtype=torch.float32, # dtype of the stored tensors
 )->NoiseSchedule:
     "alpha-bar falling like a squared cosine (Nichol & Dhariwal 2021); equals diffusers' `\"squaredcos_cap_v2\"`"
     _check_T(T)
-    f = lambda u: torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    f = lambda u: torch.cos((u + offset) / (1 + offset) * math.pi / 2) ** 2
     u = torch.arange(T + 1, dtype=torch.float64) / T
     betas = (1 - f(u[1:]) / f(u[:-1])).clamp(max=max_beta)
-    return NoiseSchedule(betas, 'cosine', dict(name='cosine', T=T, s=s, max_beta=max_beta), dtype)
+    return NoiseSchedule(betas, 'cosine', dict(name='cosine', T=T, offset=offset, max_beta=max_beta), dtype)
 
 # %% ../nbs/01_schedules.ipynb #41e53f12
 def sigmoid_schedule(
     T:int=1000, # number of diffusion steps
     start:float=-3.0, # left end of the sigmoid window
     end:float=3.0, # right end of the sigmoid window
-    tau:float=1.0, # temperature: larger keeps more signal for longer
+    tau:float=1.0, # temperature: smaller makes the fall of alpha-bar steeper
     max_beta:float=0.999, # cap on each beta
     dtype:torch.dtype=torch.float32, # dtype of the stored tensors
 )->NoiseSchedule:
@@ -132,6 +132,7 @@ def schedule_from_config(
     cfg = dict(config)
     name = cfg.pop('name', None)
     if name == 'custom': return NoiseSchedule(cfg['betas'])
+    if name == 'cosine' and 's' in cfg: cfg['offset'] = cfg.pop('s')   # written before the offset was renamed
     if name not in SCHEDULES: raise ValueError(f'unknown schedule {name!r}; expected one of {sorted(SCHEDULES)} or custom')
     return SCHEDULES[name](**cfg)
 
@@ -149,13 +150,13 @@ def schedule_widget():
     "Sliders to compare a linear, cosine and sigmoid schedule's alpha-bar and log-SNR (run in Jupyter)"
     import ipywidgets as W
     import matplotlib.pyplot as plt
-    def plot(T, beta_end, s, start, end, tau):
-        ss = [linear_schedule(T, beta_end=beta_end), cosine_schedule(T, s=s), sigmoid_schedule(T, start, end, tau)]
+    def plot(T, beta_end, offset, start, end, tau):
+        ss = [linear_schedule(T, beta_end=beta_end), cosine_schedule(T, offset=offset), sigmoid_schedule(T, start, end, tau)]
         fig, axs = plt.subplots(1, 2, figsize=(11, 3.5))
         for sc in ss:
             axs[0].plot(sc.alpha_bar, label=sc.name); axs[1].plot(sc.log_snr, label=sc.name)
         axs[0].set_title('alpha_bar'); axs[1].set_title('log SNR'); axs[1].set_ylim(-15, 12); axs[0].legend()
         plt.show()
     return W.interactive(plot, T=W.IntSlider(1000, 50, 2000, 50), beta_end=W.FloatLogSlider(0.02, min=-3, max=-0.5),
-                         s=W.FloatLogSlider(0.008, min=-4, max=-0.5), start=W.FloatSlider(-3, min=-6, max=0),
+                         offset=W.FloatLogSlider(0.008, min=-4, max=-0.5), start=W.FloatSlider(-3, min=-6, max=0),
                          end=W.FloatSlider(3, min=0.5, max=6), tau=W.FloatLogSlider(1, min=-1, max=0.5))

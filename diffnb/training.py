@@ -266,15 +266,61 @@ def _lookup(table:dict, name, module, what:str):
     if name not in table: raise CheckpointError(f'unknown {what} {name!r}; expected one of {sorted(table)}')
     return table[name]
 
+_MAX_MODULES, _MAX_T = 100_000, 100_000    # what a stored configuration may ask for: submodules, diffusion steps
+
+def _first_line(e:Exception)->str: return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+def _build_bounded(cls, config:dict, max_params:int, device):
+    "`cls(**config)` on `device`, stopped as soon as it registers more than `max_params` parameters or `_MAX_MODULES` submodules"
+    from torch.nn.modules.module import register_module_parameter_registration_hook, register_module_module_registration_hook
+    me, seen = threading.get_ident(), [0, 0]
+    def on_param(module, name, p):
+        if threading.get_ident() == me and p is not None:
+            seen[0] += p.numel()
+            if seen[0] > max_params: raise CheckpointError(f'the stored configuration asks for more than {max_params:,} parameters')
+    def on_module(module, name, sub):
+        if threading.get_ident() == me:
+            seen[1] += 1
+            if seen[1] > _MAX_MODULES: raise CheckpointError(f'the stored configuration asks for more than {_MAX_MODULES:,} submodules')
+    hooks = [register_module_parameter_registration_hook(on_param), register_module_module_registration_hook(on_module)]
+    try:
+        with torch.device(device): return cls(**config)
+    finally:
+        for h in hooks: h.remove()
+
+def _check_state(model:nn.Module, state)->None:
+    "Raise CheckpointError unless `state` has exactly the names and shapes of `model`'s weights"
+    if not isinstance(state, dict): raise CheckpointError(f'the stored weights must be a dict of tensors, got {type(state).__name__}')
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for k, v in state.items()}
+    problems = [f'missing {k}' for k in want if k not in have] + [f'unexpected {k}' for k in have if k not in want]
+    problems += [f'{k} has shape {have[k]}, the configuration needs {want[k]}' for k in want if k in have and have[k] != want[k]]
+    if problems: raise CheckpointError(f'the stored weights do not fit the stored configuration ({"; ".join(problems[:3])}'
+                                       + (f'; {len(problems) - 3} more' if len(problems) > 3 else '') + ')')
+
 def model_from_config(
     cfg:dict, # {'class': name, 'config': keyword arguments}, as stored in a checkpoint
+    state:dict=None, # the weights that will be loaded into it: their names and shapes must fit, checked before allocating
+    max_params:int=10**9, # refuse a configuration that asks for more parameters (10**9 floats are 4 GB)
 )->nn.Module:
-    "Build an (untrained) model from its stored description"
-    if not isinstance(cfg, dict) or not isinstance(cfg.get('config', {}), dict):
+    "Build an (untrained) model from its stored description; what it asks for is checked on the meta device first, so a hostile configuration cannot allocate memory"
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('config', {}), dict) or not all(isinstance(k, str) for k in cfg.get('config', {})):
         raise CheckpointError(f'the model description must be a dict with "class" and "config", got {type(cfg).__name__}')
-    cls = _lookup(MODEL_CLASSES, cfg.get('class'), cfg.get('module'), 'model class')
-    try: return cls(**cfg.get('config', {}))
-    except TypeError as e: raise CheckpointError(f'the stored configuration does not fit {cls.__name__}: {e}') from None
+    cls, config = _lookup(MODEL_CLASSES, cfg.get('class'), cfg.get('module'), 'model class'), cfg.get('config', {})
+    try: meta = _build_bounded(cls, config, max_params, 'meta')          # nothing is allocated on the meta device
+    except CheckpointError: raise
+    except (TypeError, ValueError) as e: raise CheckpointError(f'the stored configuration does not fit {cls.__name__}: {_first_line(e)}') from None
+    except Exception: meta = None                  # a class that cannot be built on the meta device is counted while it is built for real
+    if meta is not None:
+        n = sum(t.numel() for t in [*meta.parameters(), *meta.buffers()])
+        if n > max_params: raise CheckpointError(f'the stored configuration asks for {n:,} parameters, more than {max_params:,}')
+        if state is not None: _check_state(meta, state)
+        del meta
+    try: model = _build_bounded(cls, config, max_params, 'cpu')
+    except CheckpointError: raise
+    except Exception as e: raise CheckpointError(f'the stored configuration does not fit {cls.__name__}: {_first_line(e)}') from None
+    if state is not None: _check_state(model, state)
+    return model
 
 def model_config(
     model:nn.Module, # a model whose class was registered
@@ -282,32 +328,66 @@ def model_config(
     "The stored description of a model: class, module and constructor arguments"
     return {'class': type(model).__name__, 'module': type(model).__module__, 'config': getattr(model, 'config', {})}
 
+def _check_steps_asked(cfg, depth:int=0):
+    "Refuse a stored schedule whose number of steps `T` (or list of `betas`) is not a sane size"
+    if depth > 8: raise CheckpointError('the stored formulation is nested too deeply')
+    items = cfg.items() if isinstance(cfg, dict) else enumerate(cfg) if isinstance(cfg, (list, tuple)) and depth else ()
+    for k, v in items:
+        if k == 'T' and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _MAX_T):
+            raise CheckpointError(f'the stored schedule asks for T={v!r} diffusion steps; diffnb accepts an integer in [1, {_MAX_T:,}]')
+        if k == 'betas' and (not hasattr(v, '__len__') or len(v) > _MAX_T):
+            raise CheckpointError(f'the stored schedule lists more than {_MAX_T:,} betas')
+        if isinstance(v, (dict, list, tuple)) and k != 'betas': _check_steps_asked(v, depth + 1)
+
 def formulation_from_config(
     ckpt:dict, # a checkpoint's content
 )->object:
     "The formulation a checkpoint was trained with; checkpoints older than formulations hold a schedule and a prediction type"
     cfg = ckpt.get('formulation')
-    if cfg is None:                                  # the original format: chapter 4's formulation
-        pred = ckpt.get('model_config', {}).get('config', {}).get('prediction', 'eps')
-        return NoisePrediction(schedule_from_config(ckpt['schedule']), pred, (ckpt.get('hparams') or {}).get('min_snr_gamma'))
-    return _lookup(FORMULATIONS, cfg.get('kind'), cfg.get('module'), 'formulation').from_config(cfg)
+    try:
+        if cfg is None:                                  # the original format: chapter 4's formulation
+            if not isinstance(ckpt.get('schedule'), dict): raise CheckpointError('the checkpoint holds neither a formulation nor a schedule')
+            _check_steps_asked(ckpt['schedule'])
+            pred = ckpt.get('model_config', {}).get('config', {}).get('prediction', 'eps')
+            return NoisePrediction(schedule_from_config(ckpt['schedule']), pred, (ckpt.get('hparams') or {}).get('min_snr_gamma'))
+        if not isinstance(cfg, dict): raise CheckpointError(f'the stored formulation must be a dict, got {type(cfg).__name__}')
+        _check_steps_asked(cfg)
+        return _lookup(FORMULATIONS, cfg.get('kind'), cfg.get('module'), 'formulation').from_config(cfg)
+    except CheckpointError: raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f'the stored formulation cannot be rebuilt ({type(e).__name__}: {_first_line(e)})') from None
+
+def _sample_shape(ckpt:dict, model)->tuple:
+    "The (C, H, W) of the training images, checked: three positive sizes, the model's channels, at most 4096 pixels a side"
+    shape = (ckpt.get('data') or {}).get('shape') or ()
+    ok = isinstance(shape, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+    if ok and shape: ok = len(shape) == 3 and 1 <= shape[0] <= 64 and all(1 <= v <= 4096 for v in shape[1:]) \
+                           and shape[0] == getattr(model, 'in_channels', shape[0])
+    if not ok: raise CheckpointError(f'the stored image shape {shape!r} is not (channels, height, width) of sane sizes for this model')
+    return tuple(shape)
 
 def load_model(
     path, # a checkpoint or a bundled model file
     ema:bool=True, # the EMA weights (else the raw training weights)
     device=None, # where to put the model (default: CPU)
 )->tuple: # (model in eval mode, what samplers take with it: the NoiseSchedule for this chapter's models)
-    "Load a trained model and its noise schedule (or formulation) for sampling"
+    "Load a trained model and its noise schedule (or formulation) for sampling; a damaged or hostile file gives a `CheckpointError` before anything large is allocated"
     ckpt = load_checkpoint(path)
     if 'model_config' not in ckpt or 'model' not in ckpt: raise CheckpointError(f'{path} holds no model (keys: {sorted(ckpt)})')
-    model = model_from_config(ckpt['model_config'])
-    state = ckpt['ema']['model'] if ema and ckpt.get('ema') else ckpt['model']
-    try: model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as e:
-        raise CheckpointError(f'{path}: the stored weights do not fit the stored configuration ({str(e).splitlines()[0]})') from None
-    model.sample_shape = tuple((ckpt.get('data') or {}).get('shape') or ())   # (C, H, W) of the training images
-    f = formulation_from_config(ckpt).to(device or 'cpu')
-    return model.to(device or 'cpu').eval(), f.for_sampling()
+    use_ema = ema and ckpt.get('ema') is not None
+    if use_ema and not (isinstance(ckpt['ema'], dict) and 'model' in ckpt['ema']): raise CheckpointError(f'{path}: the stored EMA holds no weights')
+    state = ckpt['ema']['model'] if use_ema else ckpt['model']
+    try:
+        model = model_from_config(ckpt['model_config'], state=state)
+        try: model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as e:
+            raise CheckpointError(f'the stored weights do not fit the stored configuration ({_first_line(e)})') from None
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad: raise CheckpointError(f'the weights hold NaN or inf ({", ".join(bad[:3])}): the run diverged before it was saved; use an earlier checkpoint')
+        model.sample_shape = _sample_shape(ckpt, model)
+        f = formulation_from_config(ckpt)
+    except CheckpointError as e: raise CheckpointError(f'{path}: {e}') from None
+    return model.to(device or 'cpu').eval(), f.to(device or 'cpu').for_sampling()
 
 # %% ../nbs/04_training.ipynb #17312163
 def default_device(

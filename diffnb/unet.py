@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['UNET_PRESETS', 'timestep_embedding', 'group_norm', 'ResBlock', 'SelfAttention', 'UNet', 'shape_table', 'unet_preset',
@@ -54,6 +55,7 @@ class ResBlock(nn.Module):
         x:Tensor, # features (B, c_in, H, W)
         emb:Tensor, # embedding (B, emb_dim), already passed through SiLU
     )->Tensor: # (B, c_out, H, W)
+        "The input, through the skip path, plus the block's change to it"
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(emb)[:, :, None, None].chunk(2, 1)
         h = self.norm2(h) * (1 + scale) + shift
@@ -75,12 +77,107 @@ class SelfAttention(nn.Module):
     def forward(self,
         x:Tensor, # features (B, C, H, W)
     )->Tensor: # (B, C, H, W)
+        "The input plus what every position gathers from all positions"
         B, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
         h = F.scaled_dot_product_attention(q, k, v)   # (B, heads, H*W, C/heads)
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
 
-# %% ../nbs/03_unet.ipynb #a26b05c8
+# %% ../nbs/03_unet.ipynb #a74a867f
+def _level_block(
+    c_in:int, # input channels (in the up path: the features plus the skip)
+    c_out:int, # output channels
+    emb_dim:int, # size of the embedding
+    attn:bool, # follow the residual block with self-attention
+    heads:int=4, # attention heads
+    dropout:float=0.0, # dropout inside the residual block
+    groups:int=8, # GroupNorm groups
+)->nn.ModuleList:
+    "One block of a level: a `ResBlock`, then `SelfAttention` or an identity"
+    return nn.ModuleList([ResBlock(c_in, c_out, emb_dim, dropout, groups),
+                          SelfAttention(c_out, heads, groups) if attn else nn.Identity()])
+
+def _apply(
+    m:nn.Module, # a block made by `_level_block`, or a resampling layer
+    h:Tensor, # features (B, C, H, W)
+    emb:Tensor, # the embedding (B, emb_dim)
+)->Tensor:
+    "Run one module of the down or up path: blocks take the embedding, resampling layers do not"
+    return m[1](m[0](h, emb)) if isinstance(m, nn.ModuleList) else m(h)
+
+# %% ../nbs/03_unet.ipynb #02ac8d62
+def _down_path(
+    channels:tuple, # width of each level, from full resolution down
+    n_blocks:int, # blocks per level
+    attn_levels:tuple, # levels (indices into `channels`) with self-attention
+    emb_dim:int, # size of the embedding
+    heads:int=4, # attention heads
+    dropout:float=0.0, # dropout inside the residual blocks
+    groups:int=8, # GroupNorm groups
+)->tuple: # (the modules, the channels of every stored output, the input convolution's first)
+    "The down path: `n_blocks` blocks per level, a stride-2 convolution after every level but the last"
+    down, skips, c = nn.ModuleList(), [channels[0]], channels[0]
+    for i, ch in enumerate(channels):
+        for _ in range(n_blocks):
+            down.append(_level_block(c, ch, emb_dim, i in attn_levels, heads, dropout, groups)); c = ch; skips.append(c)
+        if i < len(channels) - 1:
+            down.append(nn.Conv2d(c, c, 3, stride=2, padding=1)); skips.append(c)
+    return down, skips
+
+def _run_down(
+    down:nn.ModuleList, # the modules of `_down_path`
+    h:Tensor, # the input convolution's output (B, channels[0], H, W)
+    emb:Tensor, # the embedding (B, emb_dim)
+)->list: # every output, `h` first; the last one feeds the middle
+    "Run the down path, keeping every output for the skip connections"
+    hs = [h]
+    for m in down: hs.append(_apply(m, hs[-1], emb))
+    return hs
+
+# %% ../nbs/03_unet.ipynb #4108d8da
+def _middle(
+    c:int, # channels at the lowest resolution
+    emb_dim:int, # size of the embedding
+    attn:bool=True, # self-attention between the two blocks
+    heads:int=4, # attention heads
+    dropout:float=0.0, # dropout inside the residual blocks
+    groups:int=8, # GroupNorm groups
+)->tuple: # (ResBlock, SelfAttention or identity, ResBlock)
+    "The middle of the U-Net: ResBlock, self-attention, ResBlock"
+    return (ResBlock(c, c, emb_dim, dropout, groups), SelfAttention(c, heads, groups) if attn else nn.Identity(),
+            ResBlock(c, c, emb_dim, dropout, groups))
+
+# %% ../nbs/03_unet.ipynb #b402c0de
+def _up_path(
+    channels:tuple, # width of each level, from full resolution down
+    n_blocks:int, # blocks per level in the down path (the up path has one more)
+    attn_levels:tuple, # levels (indices into `channels`) with self-attention
+    emb_dim:int, # size of the embedding
+    skips:list, # channels of the down path's stored outputs, as `_down_path` returns them
+    c:int, # channels coming from the middle
+    heads:int=4, # attention heads
+    dropout:float=0.0, # dropout inside the residual blocks
+    groups:int=8, # GroupNorm groups
+)->nn.ModuleList:
+    "The up path: `n_blocks + 1` blocks per level, each reading one skip; upsampling between levels"
+    up, skips = nn.ModuleList(), list(skips)
+    for i, ch in reversed(list(enumerate(channels))):
+        for _ in range(n_blocks + 1):
+            up.append(_level_block(c + skips.pop(), ch, emb_dim, i in attn_levels, heads, dropout, groups)); c = ch
+        if i > 0: up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(c, c, 3, padding=1)))
+    return up
+
+def _run_up(
+    up:nn.ModuleList, # the modules of `_up_path`
+    h:Tensor, # the middle's output
+    hs:list, # the down path's outputs, as `_run_down` returns them; emptied as they are used
+    emb:Tensor, # the embedding (B, emb_dim)
+)->Tensor: # (B, channels[0], H, W)
+    "Run the up path, concatenating the stored outputs, the most recent first"
+    for m in up: h = _apply(m, torch.cat([h, hs.pop()], 1), emb) if isinstance(m, nn.ModuleList) else m(h)
+    return h
+
+# %% ../nbs/03_unet.ipynb #0b307a67
 class UNet(nn.Module):
     "A diffusion U-Net: `UNet()(x_t, t, y=None)` predicts the noise in x_t. The defaults suit 1x28x28 digits on a CPU."
     def __init__(self,
@@ -112,63 +209,50 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(c0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(n_classes + 1, emb_dim) if n_classes else None
         self.conv_in = nn.Conv2d(in_channels, c0, 3, padding=1)
-        block = lambda ci, co, lvl: nn.ModuleList([ResBlock(ci, co, emb_dim, dropout, groups),
-                                                  SelfAttention(co, heads, groups) if lvl in attn_levels else nn.Identity()])
-        self.down, skips, c = nn.ModuleList(), [c0], c0
-        for i, ch in enumerate(channels):
-            for _ in range(n_blocks):
-                self.down.append(block(c, ch, i)); c = ch; skips.append(c)
-            if i < len(channels) - 1:
-                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1)); skips.append(c)
-        self.mid1 = ResBlock(c, c, emb_dim, dropout, groups)
-        self.mid_attn = SelfAttention(c, heads, groups) if mid_attn else nn.Identity()
-        self.mid2 = ResBlock(c, c, emb_dim, dropout, groups)
-        self.up = nn.ModuleList()
-        for i, ch in reversed(list(enumerate(channels))):
-            for _ in range(n_blocks + 1):
-                self.up.append(block(c + skips.pop(), ch, i)); c = ch
-            if i > 0: self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(c, c, 3, padding=1)))
-        self.norm_out, self.conv_out = group_norm(c, groups), nn.Conv2d(c, out_channels or in_channels, 3, padding=1)
+        self.down, skips = _down_path(channels, n_blocks, attn_levels, emb_dim, heads, dropout, groups)
+        self.mid1, self.mid_attn, self.mid2 = _middle(skips[-1], emb_dim, mid_attn, heads, dropout, groups)
+        self.up = _up_path(channels, n_blocks, attn_levels, emb_dim, skips, skips[-1], heads, dropout, groups)
+        self.norm_out, self.conv_out = group_norm(c0, groups), nn.Conv2d(c0, out_channels or in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight); nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self,
-        x:Tensor, # noisy images x_t (B, in_channels, H, W); H and W divisible by 2**(levels-1)
-        t:Tensor, # timesteps (B,) (an int is broadcast)
-        y:Tensor=None, # class labels (B,) in [0, n_classes]; n_classes is the null class; None means null
-    )->Tensor: # the prediction, same shape as x
-        t, y = self._check(x, t, y)
-        emb = self.time_mlp(timestep_embedding(t, self.time_mlp[0].in_features))
-        if self.class_emb is not None: emb = emb + self.class_emb(y)
-        emb = F.silu(emb)
-        h = self.conv_in(x); hs = [h]
-        for m in self.down:
-            h = m[1](m[0](h, emb)) if isinstance(m, nn.ModuleList) else m(h)
-            hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
-        for m in self.up:
-            h = m[1](m[0](torch.cat([h, hs.pop()], 1), emb)) if isinstance(m, nn.ModuleList) else m(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+# %% ../nbs/03_unet.ipynb #e0d7e379
+@patch
+def _check(self:UNet, x, t, y):
+    if x.ndim != 4 or x.shape[1] != self.in_channels:
+        raise ValueError(f'x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}')
+    B, f = x.shape[0], 2 ** self.downsamplings
+    if x.shape[2] % f or x.shape[3] % f:
+        raise ValueError(f'x height and width must be divisible by {f} (this UNet halves the resolution '
+                         f'{self.downsamplings} times), got {x.shape[2]}x{x.shape[3]}')
+    t = torch.as_tensor(t, device=x.device)
+    if t.ndim == 0: t = t.expand(B)
+    if t.shape != (B,): raise ValueError(f't must have shape ({B},) to match x, got {tuple(t.shape)}')
+    if self.n_classes is None:
+        if y is not None: raise ValueError('y must be None: this UNet has no class conditioning (n_classes=None)')
+        return t, None
+    if y is None: return t, torch.full((B,), self.n_classes, device=x.device, dtype=torch.long)
+    y = torch.as_tensor(y, device=x.device)
+    if y.ndim == 0: y = y.expand(B)
+    if y.shape != (B,): raise ValueError(f'y must have shape ({B},) to match x, got {tuple(y.shape)}')
+    if y.is_floating_point() or y.min() < 0 or y.max() > self.n_classes:
+        raise ValueError(f'y must hold class indices in [0, {self.n_classes - 1}] (or {self.n_classes} for "no class")')
+    return t, y.long()
 
-    def _check(self, x, t, y):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}')
-        B, f = x.shape[0], 2 ** self.downsamplings
-        if x.shape[2] % f or x.shape[3] % f:
-            raise ValueError(f'x height and width must be divisible by {f} (this UNet halves the resolution '
-                             f'{self.downsamplings} times), got {x.shape[2]}x{x.shape[3]}')
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0: t = t.expand(B)
-        if t.shape != (B,): raise ValueError(f't must have shape ({B},) to match x, got {tuple(t.shape)}')
-        if self.n_classes is None:
-            if y is not None: raise ValueError('y must be None: this UNet has no class conditioning (n_classes=None)')
-            return t, None
-        if y is None: return t, torch.full((B,), self.n_classes, device=x.device, dtype=torch.long)
-        y = torch.as_tensor(y, device=x.device)
-        if y.ndim == 0: y = y.expand(B)
-        if y.shape != (B,): raise ValueError(f'y must have shape ({B},) to match x, got {tuple(y.shape)}')
-        if y.is_floating_point() or y.min() < 0 or y.max() > self.n_classes:
-            raise ValueError(f'y must hold class indices in [0, {self.n_classes - 1}] (or {self.n_classes} for "no class")')
-        return t, y.long()
+# %% ../nbs/03_unet.ipynb #6edb7e9e
+@patch
+def forward(self:UNet,
+    x:Tensor, # noisy images x_t (B, in_channels, H, W); H and W divisible by 2**(levels-1)
+    t:Tensor, # timesteps (B,) (an int is broadcast)
+    y:Tensor=None, # class labels (B,) in [0, n_classes]; n_classes is the null class; None means null
+)->Tensor: # the prediction, same shape as x
+    "The network's prediction (noise, clean image or velocity, as `prediction` says) for `x` at timesteps `t`"
+    t, y = self._check(x, t, y)
+    emb = self.time_mlp(timestep_embedding(t, self.time_mlp[0].in_features))
+    if self.class_emb is not None: emb = emb + self.class_emb(y)
+    emb = F.silu(emb)
+    hs = _run_down(self.down, self.conv_in(x), emb)
+    h = self.mid2(self.mid_attn(self.mid1(hs[-1], emb)), emb)
+    return self.conv_out(F.silu(self.norm_out(_run_up(self.up, h, hs, emb))))
 
 # %% ../nbs/03_unet.ipynb #77133bb0
 def shape_table(
@@ -204,9 +288,9 @@ UNET_PRESETS = {
 
 def unet_preset(
     name:str='digits', # a key of `UNET_PRESETS`
-    **kwargs, # overrides, e.g. n_classes=10
+    **kwargs
 )->UNet:
-    "A `UNet` from a named preset, with overrides"
+    "A `UNet` from a named preset; keyword arguments override the preset's (e.g. `n_classes=10`)"
     if name not in UNET_PRESETS: raise ValueError(f'preset must be one of {sorted(UNET_PRESETS)}, got {name!r}')
     return UNet(**{**UNET_PRESETS[name], **kwargs})
 

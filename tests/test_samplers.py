@@ -139,3 +139,56 @@ def test_solver_defaults_to_logsnr_spacing():
     def model(x, t, y=None): seen.append(int(t[0])); return GAUSS(x, t)
     dpm_solver_sample(model, S, (4, 3), steps=10, generator=torch.Generator().manual_seed(0))
     assert len(seen) == 10 and seen[0] == 994
+
+# --- DPM-Solver++(2M) against diffusers' DPMSolverMultistepScheduler --------------------------------------------
+# Same timesteps ('trailing'), same final step to the clean image. With the cosine schedule the first timestep has
+# alpha-bar 2.4e-9 and diffusers forms its sigmas in float32, so the two agree to about 1e-4 there (1e-6 with the
+# linear schedule, whose first alpha-bar is 4e-5).
+@pytest.mark.parametrize('sched,name,tol', [(cosine_schedule(), 'squaredcos_cap_v2', 5e-4), (linear_schedule(), 'linear', 1e-5)])
+@pytest.mark.parametrize('steps', [10, 25])
+def test_dpm_solver_matches_diffusers(sched, name, tol, steps):
+    from diffusers import DPMSolverMultistepScheduler
+    model = GaussianMixtureModel(sched, ring_means(8), 0.1)
+    ref = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule=name, algorithm_type='dpmsolver++', solver_order=2,
+                                      timestep_spacing='trailing', lower_order_final=True, final_sigmas_type='zero')
+    ref.set_timesteps(steps)
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
+    x = x_T.clone()
+    for t in ref.timesteps: x = ref.step(model(x, torch.full((32,), int(t))), int(t), x).prev_sample
+    ours = dpm_solver_sample(model, sched, (32, 2), steps=steps, x_T=x_T, clip_x0=False, spacing='trailing')
+    torch.testing.assert_close(ours, x, rtol=0, atol=tol)
+
+# --- order of accuracy on the exact Gaussian model ----------------------------------------------------------------
+# A deterministic sampler maps Gaussian noise affinely, so with Gaussian data its output distribution is Gaussian
+# and follows exactly from D+1 runs. Started from the exact distribution of x_t at its first timestep, it should
+# output the exact distribution of x0-hat at its last timestep; the Wasserstein-2 distance to that measures the
+# discretisation error alone (no sampling noise), and its slope against the step count on log-log axes is the order.
+def _w2(m1, c1, m2, c2):
+    w, v = torch.linalg.eigh(c2)
+    r2 = (v * w.clamp_min(0).sqrt()) @ v.T
+    cross = torch.linalg.eigvalsh(r2 @ c1 @ r2).clamp_min(0).sqrt().sum()
+    return float(((m1 - m2).pow(2).sum() + c1.trace() + c2.trace() - 2 * cross).clamp_min(0).sqrt())
+
+def _error(sampler, steps):
+    from diffnb.ddim import sampling_timesteps
+    s = cosine_schedule(dtype=torch.float64)
+    gm = GaussianModel(s, MU.double(), COV)
+    ts = sampling_timesteps(s, steps, 'logsnr')
+    a0, aL, I = s.alpha_bar64[ts[0]], s.alpha_bar64[ts[-1]], torch.eye(3, dtype=torch.float64)
+    m0, L0 = a0.sqrt() * gm.mean, torch.linalg.cholesky(a0 * COV + (1 - a0) * I)
+    pts = torch.cat([m0[None], m0 + L0.T])
+    out = sampler(gm, s, pts.shape, steps=steps, x_T=pts, clip_x0=False, spacing='logsnr').double()
+    M = out[1:] - out[0]
+    return _w2(out[0], M.T @ M, gm.mean, aL * COV @ torch.linalg.solve(aL * COV + (1 - aL) * I, COV))
+
+def _slope(sampler, counts=(16, 24, 32, 48, 64)):
+    import numpy as np
+    return np.polyfit(np.log(counts), np.log([_error(sampler, k) for k in counts]), 1)[0]
+
+def test_solver_is_second_order():
+    assert _slope(dpm_solver_sample) < -1.7
+
+def test_ddim_is_first_order_and_would_fail_the_second_order_check():
+    s = _slope(ddim_sample)
+    assert -1.3 < s < -0.7
+    assert not s < -1.7        # the check above tells a first-order method from a second-order one

@@ -44,3 +44,20 @@ def test_schedule_moves_and_rejects():
     s = sigmoid_schedule(T=50).to(dtype=torch.float64)
     assert s.alpha_bar.dtype == torch.float64 and (s.alpha_bar[1:] < s.alpha_bar[:-1]).all()
     with pytest.raises(ValueError): NoiseSchedule([0.5, 0.0])
+
+def test_cosine_offset_keyword_and_old_configs():
+    from diffnb.schedules import schedule_from_config
+    s = cosine_schedule(T=64, offset=0.02)
+    assert s.config == {'name': 'cosine', 'T': 64, 'offset': 0.02, 'max_beta': 0.999}
+    assert torch.equal(schedule_from_config(s.config).betas, s.betas)
+    # checkpoints written before the rename store the offset under 's'
+    assert torch.equal(schedule_from_config({'name': 'cosine', 'T': 64, 's': 0.02, 'max_beta': 0.999}).betas, s.betas)
+    with pytest.raises(TypeError): cosine_schedule(T=64, s=0.02)
+
+@pytest.mark.parametrize('start,end,tau', [(-3., 3., 1.), (0., 3., 0.9), (-1., 5., 2.)])
+def test_sigmoid_schedule_is_chens_formula(start, end, tau):
+    # Chen (2023): v(z) = sigmoid(z / tau) on the window; alpha_bar(u) = (v(end) - v(start + u (end - start))) / (v(end) - v(start))
+    v = lambda z: 1 / (1 + math.exp(-z / tau))
+    s = sigmoid_schedule(T=200, start=start, end=end, tau=tau, dtype=torch.float64)
+    expect = torch.tensor([(v(end) - v(start + (i + 1) / 200 * (end - start))) / (v(end) - v(start)) for i in range(200)], dtype=torch.float64)
+    torch.testing.assert_close(s.alpha_bar[:-1], expect[:-1], rtol=0, atol=1e-12)   # the last beta is capped at 0.999
