@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_data.ipynb #9da01bd5
 from __future__ import annotations
-import math, hashlib
+import glob, math, hashlib, os, socket
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import torch
@@ -13,8 +14,9 @@ from torch.utils.data import Dataset
 
 # %% auto #0
 __all__ = ['ASSETS', 'MNIST_SUBSET_SHA256', 'HELDOUT_PER_CLASS', 'TORCHVISION_DATASETS', 'to_model_range', 'to_unit_range',
-           'ImageDataset', 'TensorImages', 'bundled_mnist', 'image_grid', 'show_images', 'save_images', 'two_moons',
-           'swiss_roll', 'ring_means', 'gaussian_ring', 'ConvertedImages', 'torchvision_images', 'image_folder',
+           'ImageDataset', 'TensorImages', 'bundled_mnist', 'clean_stale_temps', 'atomic_write', 'image_grid',
+           'show_images', 'image_format', 'save_images', 'two_moons', 'swiss_roll', 'ring_means', 'gaussian_ring',
+           'ImageReadError', 'read_image', 'ConvertedImages', 'DownloadError', 'torchvision_images', 'image_folder',
            'load_dataset']
 
 # %% ../nbs/00_data.ipynb #74eb15a2
@@ -113,6 +115,45 @@ def bundled_mnist(
     x = to_model_range(images[:, None])
     return TensorImages(x, torch.from_numpy(labels.astype(np.int64)), [str(i) for i in range(10)], name)
 
+# %% ../nbs/00_data.ipynb #8f7db1b0
+def _pid_alive(pid:int)->bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: return True
+    return True
+
+def clean_stale_temps(
+    path, # the file whose temporary files to look for (`.NAME.PID.tmp` next to it)
+)->list: # the files removed
+    "Remove temporary files of earlier writes to `path` whose writing process no longer exists"
+    path, gone = Path(path), []
+    for tmp in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
+        pid = tmp.name[len(path.name) + 2:-4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True); gone.append(tmp)
+    return gone
+
+def atomic_write(
+    path, # the file to write
+    write, # a function `write(f)` that fills the open binary file `f`
+)->Path: # the path written
+    "Write a file all at once: into a temporary file next to it, then renamed over it; on failure `path` is left as it was"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'wb') as f:
+            write(f)
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise (type(e)(e.errno, f'cannot write {path}: {why}') if e.errno else OSError(f'cannot write {path}: {why}')) from None
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return path
+
 # %% ../nbs/00_data.ipynb #36ba83f9
 def image_grid(
     x:Tensor, # images (B, C, H, W) in [-1, 1]
@@ -153,21 +194,33 @@ def show_images(
     if title: ax.set_title(title)
     return ax
 
+def image_format(
+    path, # a file name such as 'grid.png'
+)->str: # Pillow's name of the format, e.g. 'PNG'
+    "The image format a file name asks for by its extension; ValueError if Pillow cannot write it"
+    from PIL import Image
+    Image.init()
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f'cannot write an image named {Path(path).name!r}: use an image extension such as .png, .jpg or .webp')
+    return fmt
+
 def save_images(
     x:Tensor, # images (B, C, H, W) in [-1, 1]
-    path, # where to write the PNG
+    path, # where to write the grid; the extension chooses the format (.png, .jpg, ...)
     nrow:int=None, # images per row
-    scale:int=1, # enlarge each pixel to `scale` x `scale` pixels
+    scale:int=1, # enlarge each pixel to `scale` x `scale` pixels (1 to 64)
     **kwargs
 )->Path: # the path written
-    "Save a batch of images as one PNG grid (`kwargs` go to `image_grid`)"
+    "Save a batch of images as one image grid, written all at once (`kwargs` go to `image_grid`)"
     from PIL import Image
+    fmt = image_format(path)
+    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 64:
+        raise ValueError(f'scale must be an integer in [1, 64], got {scale!r}')
     g = (image_grid(x, nrow, **kwargs) * 255).round().astype(np.uint8)
     img = Image.fromarray(g)
     if scale > 1: img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    return atomic_write(path, lambda f: img.save(f, format=fmt))
 
 # %% ../nbs/00_data.ipynb #b5a27bcf
 def two_moons(
@@ -216,6 +269,44 @@ def gaussian_ring(
     comp = torch.multinomial(w, n, replacement=True, generator=generator)
     return ring_means(k, radius)[comp] + std * torch.randn(n, 2, generator=generator), comp
 
+# %% ../nbs/00_data.ipynb #825dfe70
+class ImageReadError(ValueError):
+    "An image file that cannot be read: not an image, cut short, or of a kind diffnb does not handle"
+    def __init__(self, msg=''):
+        if isinstance(msg, str) and '\nOriginal Traceback' in msg:      # re-raised from a DataLoader worker: keep the message
+            msg = msg.rstrip().splitlines()[-1].split(': ', 1)[-1]
+        super().__init__(msg)
+
+_SIXTEEN_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+
+def read_image(
+    path, # an image file
+    channels:int=None, # 1 (grey) or 3 (RGB); default: grey files stay grey, everything else becomes RGB
+)->Tensor: # float (C, H, W) in [0, 1]
+    "Read an image file of any bit depth (16-bit grey levels are scaled, not clipped); a damaged file raises `ImageReadError` naming it"
+    from PIL import Image, UnidentifiedImageError
+    if channels not in (None, 1, 3): raise ValueError(f'channels must be 1, 3 or None, got {channels!r}')
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f'image not found: {path}')
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in _SIXTEEN_BIT:
+                a = np.array(im, dtype=np.float64)
+                if a.min() < 0 or a.max() > 65535: raise ImageReadError(f'cannot read the image {path}: 32-bit integer images are not supported')
+                a = (a / 65535).astype(np.float32)[None]
+            elif im.mode == 'F': raise ImageReadError(f'cannot read the image {path}: floating-point images are not supported (save it with 8 or 16 bits)')
+            elif im.mode in ('1', 'L', 'LA', 'La'): a = np.array(im.convert('L'), dtype=np.float32)[None] / 255
+            else: a = np.array(im.convert('RGB'), dtype=np.float32).transpose(2, 0, 1) / 255
+    except ImageReadError: raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ImageReadError(f'cannot read the image {path}: {why}') from None
+    x = torch.from_numpy(np.ascontiguousarray(a))
+    if channels == 1 and x.shape[0] == 3: x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0, keepdim=True)
+    elif channels == 3 and x.shape[0] == 1: x = x.expand(3, -1, -1).contiguous()
+    return x
+
 # %% ../nbs/00_data.ipynb #e691472e
 class ConvertedImages(ImageDataset):
     "Wrap a dataset of `(PIL image or tensor, label)` pairs as an `ImageDataset` (converted on access)"
@@ -257,18 +348,43 @@ class ConvertedImages(ImageDataset):
 # %% ../nbs/00_data.ipynb #952debdb
 TORCHVISION_DATASETS = {'mnist': 'MNIST', 'fashion_mnist': 'FashionMNIST', 'cifar10': 'CIFAR10'}
 
+class DownloadError(OSError):
+    "A dataset could not be downloaded: no internet, or a server that does not answer in time"
+
+@contextmanager
+def _socket_timeout(seconds:float):
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try: yield
+    finally: socket.setdefaulttimeout(old)
+
+def _check_size(size, what='size'):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 4096):
+        raise ValueError(f'{what} must be an integer in [1, 4096] (pixels), got {size!r}')
+
 def torchvision_images(
     name:str, # one of 'mnist', 'fashion_mnist', 'cifar10'
     root='data', # folder for the downloaded files
     train:bool=True, # the training split (else the test split)
     download:bool=True, # download when the files are not in `root` yet (needs internet)
     size:int=None, # resize and centre-crop to size x size
+    timeout:float=60, # seconds to wait for the server at each step of the download before giving up
 )->ConvertedImages:
     "A torchvision dataset as an `ImageDataset` in [-1, 1]"
     import torchvision.datasets as D
     if name not in TORCHVISION_DATASETS:
         raise ValueError(f'name must be one of {sorted(TORCHVISION_DATASETS)}, got {name!r}')
-    src = getattr(D, TORCHVISION_DATASETS[name])(root=str(root), train=train, download=download)
+    _check_size(size)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f'timeout must be a positive number of seconds, got {timeout!r}')
+    try:
+        with _socket_timeout(timeout): src = getattr(D, TORCHVISION_DATASETS[name])(root=str(root), train=train, download=download)
+    except Exception as e:
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        if not download: raise FileNotFoundError(f'{name} is not in {root} ({lines[0] if lines else type(e).__name__}); allow the download, or copy it there') from None
+        why = f'no answer within {timeout:g} s' if isinstance(e, TimeoutError) or 'timed out' in str(e) else (lines[-1] if lines else type(e).__name__)
+        raise DownloadError(f'could not download {name} into {root} ({why}); without internet, copy the folder {root} from a machine '
+                            f'where the download worked, or use the bundled digits') from None
     return ConvertedImages(src, size=size, name=name)
 
 def image_folder(
@@ -276,11 +392,15 @@ def image_folder(
     size:int=32, # resize and centre-crop every image to size x size
     channels:int=3, # 1 (grey) or 3 (RGB)
 )->ConvertedImages:
-    "Your own images, one sub-folder per class, as an `ImageDataset` in [-1, 1]"
+    "Your own images, one sub-folder per class, as an `ImageDataset` in [-1, 1] (files read with `read_image`)"
     from torchvision.datasets import ImageFolder
+    _check_size(size)
+    if channels not in (1, 3): raise ValueError(f'channels must be 1 or 3, got {channels!r}')
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f'image folder not found: {path}')
-    return ConvertedImages(ImageFolder(str(path)), channels=channels, size=size, name=path.name)
+    try: src = ImageFolder(str(path), loader=read_image)
+    except FileNotFoundError as e: raise FileNotFoundError(f'{path}: {(str(e).splitlines() or [""])[0]}') from None
+    return ConvertedImages(src, channels=channels, size=size, name=path.name)
 
 # %% ../nbs/00_data.ipynb #15b53a2f
 def load_dataset(
@@ -289,10 +409,13 @@ def load_dataset(
     size:int=None, # resize images to size x size (torchvision and folders; folders default to 32)
     channels:int=3, # channels for an image folder
     download:bool=True, # allow torchvision to download
+    timeout:float=60, # seconds to wait for a download server before giving up
 )->ImageDataset:
     "Get an `ImageDataset` by name"
-    if name in ('bundled', 'bundled_mnist'): return bundled_mnist()
-    if name in ('bundled:train', 'bundled:heldout'): return bundled_mnist(name.split(':')[1])
-    if name in TORCHVISION_DATASETS: return torchvision_images(name, root, download=download, size=size)
+    _check_size(size)
+    if name in ('bundled', 'bundled_mnist', 'bundled:train', 'bundled:heldout'):
+        if size is not None: raise ValueError(f'size applies to torchvision datasets and image folders; the bundled digits are 28x28')
+        return bundled_mnist(name.split(':')[1] if ':' in name else None)
+    if name in TORCHVISION_DATASETS: return torchvision_images(name, root, download=download, size=size, timeout=timeout)
     if Path(name).is_dir(): return image_folder(name, size=size or 32, channels=channels)
     raise ValueError(f"dataset must be 'bundled', one of {sorted(TORCHVISION_DATASETS)} or an existing folder, got {name!r}")

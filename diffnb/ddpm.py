@@ -74,7 +74,10 @@ class Sampling:
         self.model, self.s, self.shape, self.generator, self.clip_x0 = model, s, shape, generator, clip_x0
         self.device = torch.device(device) if device is not None else (x_T.device if x_T is not None and not hasattr(model, 'parameters') else model_device(model))
         self.prediction = prediction or getattr(model, 'prediction', 'eps')
-        if self.prediction not in PREDICTIONS: raise ValueError(f'prediction must be one of {PREDICTIONS}, got {self.prediction!r}')
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f'prediction must be one of {PREDICTIONS}, got {self.prediction!r}' + (
+                '' if prediction else ': the model was trained with another formulation; sample it with `sample(model, s2, ...)` '
+                'where s2 is what `load_model` returned with it (it converts the model for these samplers)'))
         if x_T is not None:
             if tuple(x_T.shape) != shape: raise ValueError(f'x_T must have shape {shape}, got {tuple(x_T.shape)}')
             if not torch.isfinite(x_T).all(): raise ValueError('x_T must be finite')

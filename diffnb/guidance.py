@@ -19,8 +19,8 @@ class GuidedModel:
     ):
         n = getattr(model, 'n_classes', None)
         if n is None: raise ValueError('classifier-free guidance needs a class-conditional model (one with n_classes, trained with label dropout)')
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
-            raise ValueError(f'guidance_scale must be a number >= 0, got {guidance_scale!r}')
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale < float('inf'):
+            raise ValueError(f'guidance_scale must be a finite number >= 0, got {guidance_scale!r}')
         self.model, self.guidance_scale, self.n_classes = model, float(guidance_scale), n
         self.prediction, self.needs_labels = getattr(model, 'prediction', 'eps'), True
 

@@ -6,13 +6,13 @@
 from __future__ import annotations
 from pathlib import Path
 import torch
+from .data import ASSETS
 from .training import load_model, load_checkpoint, save_checkpoint
 
 # %% auto #0
-__all__ = ['ASSETS', 'PRETRAINED', 'pretrained_path', 'load_pretrained', 'pretrained_info', 'export_model']
+__all__ = ['PRETRAINED', 'pretrained_path', 'load_pretrained', 'pretrained_info', 'export_model']
 
 # %% ../nbs/04b_pretrained.ipynb #33d6499b
-ASSETS = Path(__file__).parent/'assets' if '__file__' in globals() else Path('../diffnb/assets')
 PRETRAINED = {'mnist': 'mnist_unet.pt'}
 
 def pretrained_path(
@@ -46,5 +46,7 @@ def export_model(
     ck = load_checkpoint(checkpoint)
     record = dict(steps=ck['step'], seconds=round(ck.get('elapsed', 0.0), 1), hparams=ck['hparams'], data=ck.get('data'),
                   world_size=ck.get('world_size', 1), **(info or {}))
-    return save_checkpoint(dict(model=ck['ema']['model'], model_config=ck['model_config'], schedule=ck['schedule'],
-                                data=ck.get('data'), info=record), dest)
+    out = dict(model=ck['ema']['model'], model_config=ck['model_config'], data=ck.get('data'), info=record)
+    for key in ('formulation', 'schedule'):          # the formulation, and the schedule of a chapter-4 model
+        if key in ck: out[key] = ck[key]
+    return save_checkpoint(out, dest)

@@ -15,7 +15,7 @@ from .guidance import classifier_free_guidance
 from .inpainting import inpaint
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'SamplerSpec', 'register_sampler', 'sample']
+__all__ = ['SAMPLERS', 'SamplerSpec', 'register_sampler', 'sampler_names', 'sample', 'sampler_explorer']
 
 # %% ../nbs/08b_sampling.ipynb #dd998732
 @dataclass
@@ -62,13 +62,17 @@ register_sampler('ddim', _ddim, 50, NoiseSchedule, True, 'DDIM, deterministic fo
 register_sampler('solver', _solver, 15, NoiseSchedule, False, 'DPM-Solver++(2M), second order (chapter 6)');
 
 # %% ../nbs/08b_sampling.ipynb #3b48ee53
+def sampler_names()->list:
+    "The names `sample` accepts, the samplers of every chapter included (their modules are imported to register them)"
+    import diffnb
+    for m in pkgutil.iter_modules(diffnb.__path__):
+        if not m.name.startswith('_') and m.name != 'cli':
+            try: importlib.import_module(f'diffnb.{m.name}')
+            except ImportError: pass
+    return sorted(SAMPLERS)
+
 def _spec(name:str)->SamplerSpec:
-    if name not in SAMPLERS:                      # samplers of later chapters register when their module loads
-        import diffnb
-        for m in pkgutil.iter_modules(diffnb.__path__):
-            if not m.name.startswith('_') and m.name != 'cli':
-                try: importlib.import_module(f'diffnb.{m.name}')
-                except ImportError: pass
+    if name not in SAMPLERS: sampler_names()     # samplers of later chapters register when their module loads
     if name not in SAMPLERS: raise ValueError(f'sampler must be one of {sorted(SAMPLERS)}, got {name!r}')
     return SAMPLERS[name]
 
@@ -112,3 +116,34 @@ def sample(
     if eta: kw['eta'] = eta
     steps = spec.default_steps if steps is None else steps
     return spec.fn(model, s, shape, **kw) if steps is None else spec.fn(model, s, shape, steps=steps, **kw)
+
+# %% ../nbs/08b_sampling.ipynb #59907919
+def sampler_explorer(
+    model, # a class-conditional model (the bundled one, say)
+    s:NoiseSchedule, # its noise schedule
+    n:int=10, # digits to draw, one per class in turn
+    seed:int=0, # seed of the starting noise (and of DDIM's fresh noise)
+):
+    "Sliders and menus over `sample`'s choices, redrawing the same starting noise (run in Jupyter)"
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+    from diffnb.data import show_images
+    from diffnb.ddim import SPACINGS
+    shape = (n, *(getattr(model, 'sample_shape', None) or (1, 28, 28)))
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    y = torch.arange(n) % model.n_classes if getattr(model, 'n_classes', None) else None
+    def draw(sampler, steps, eta, spacing, guidance):
+        kw = dict(steps=None if sampler == 'ddpm' else steps, x_T=x_T, y=y, generator=torch.Generator().manual_seed(seed))
+        if sampler == 'ddim': kw['eta'] = eta
+        if sampler != 'ddpm': kw['spacing'] = spacing
+        if y is not None and guidance != 1: kw['guidance_scale'] = guidance
+        fig, ax = plt.subplots(figsize=(1.1 * n, 1.6))
+        show_images(sample(model, s, shape, sampler=sampler, **kw), nrow=n, ax=ax,
+                    title=f'{sampler}, {"all" if sampler == "ddpm" else steps} steps' + (f', eta {eta}' if sampler == 'ddim' else '') +
+                          ('' if sampler == 'ddpm' else f', {spacing}') + (f', guidance {guidance}' if y is not None else ''))
+        plt.show()
+    return W.interactive(draw, {'manual': True, 'manual_name': 'draw'},
+                         sampler=W.Dropdown(options=['ddim', 'solver', 'ddpm'], value='solver'),
+                         steps=W.IntSlider(10, 1, 100), eta=W.FloatSlider(0.0, min=0.0, max=1.0, step=0.1),
+                         spacing=W.Dropdown(options=list(SPACINGS), value='logsnr'),
+                         guidance=W.FloatSlider(1.0, min=0.0, max=6.0, step=0.5))

@@ -13,6 +13,7 @@ from fastcore.basics import patch
 from .schedules import NoiseSchedule, expand_at, schedule_from_config
 from .forward import q_sample, check_timesteps, check_prediction, PREDICTIONS, prediction_target, split_prediction
 from .unet import UNet
+from .data import atomic_write, _pid_alive
 
 # %% auto #0
 __all__ = ['FORMULATIONS', 'CHECKPOINT_FORMAT', 'MODEL_CLASSES', 'RESUME_MAY_CHANGE', 'RUN_SETTINGS', 'GaussianModel',
@@ -213,35 +214,12 @@ def register_model(
 class CheckpointError(ValueError):
     "A file that is not a readable diffnb checkpoint"
 
-def _pid_alive(pid:int)->bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except (PermissionError, OSError): return True
-    return True
-
-def _clean_stale_temps(path:Path):
-    "Remove temporary files of earlier saves to `path` whose writing process no longer exists"
-    for tmp in path.parent.glob(f'.{path.name}.*.tmp'):
-        pid = tmp.name[len(path.name) + 2:-4]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)): tmp.unlink(missing_ok=True)
-
 def save_checkpoint(
     ckpt:dict, # the checkpoint's content (tensors, numbers, strings, lists, dicts)
     path, # where to write it
 )->Path:
-    "Write `ckpt` to `path` atomically: a temporary file in the same folder, then a rename"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_temps(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save({'format': CHECKPOINT_FORMAT, **ckpt}, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
+    "Write `ckpt` to `path` atomically: a temporary file in the same folder, then a rename (chapter 0's `atomic_write`)"
+    return atomic_write(path, lambda f: torch.save({'format': CHECKPOINT_FORMAT, **ckpt}, f))
 
 def load_checkpoint(
     path, # a file written by `save_checkpoint`
@@ -263,6 +241,12 @@ def _lookup(table:dict, name, module, what:str):
     if name not in table and isinstance(module, str) and module.startswith('diffnb.') and module.replace('.', '').replace('_', '').isalnum():
         try: importlib.import_module(module)
         except ImportError: pass
+    if name not in table:                 # recorded from a notebook (module '__main__'), say: the chapter modules register it
+        import pkgutil, diffnb
+        for m in pkgutil.iter_modules(diffnb.__path__):
+            if not m.name.startswith('_') and m.name != 'cli':
+                try: importlib.import_module(f'diffnb.{m.name}')
+                except ImportError: pass
     if name not in table: raise CheckpointError(f'unknown {what} {name!r}; expected one of {sorted(table)}')
     return table[name]
 
@@ -628,11 +612,15 @@ def fit(self:Trainer,
                unit='step', dynamic_ncols=True, leave=True)
     self.model.train()
     start, window, batches = time.monotonic(), [], self._batches()
+    def clock():                                   # add the time spent so far to `elapsed` (before every save of the run's end)
+        nonlocal start
+        now = time.monotonic(); self.elapsed += now - start; start = now
     try:
         with _Interrupts() as intr:
             while end is None or self.step < end:
                 try: x0, y = next(batches)
                 except Exception as e:
+                    clock()
                     raise DataError(f'reading the data failed at step {self.step} ({type(e).__name__}: {e}); {self._save_progress()}') from e
                 over = time_budget is not None and time.monotonic() - start >= time_budget
                 loss, stop = self.train_step(x0, y, stop=(over or intr.requested is not None) and self.rank == 0)
@@ -643,10 +631,11 @@ def fit(self:Trainer,
                 bar.update(1)
                 if self.ckpt_path and self.ckpt_every and self.step % self.ckpt_every == 0: self.save()
                 if stop: break
-        if intr.requested: raise TrainingInterrupted(f'{intr.requested}: training stopped after a finished step; {self._save_progress()}')
-        if self.ckpt_path and self.last_ckpt_step != self.step: self.save()
+            clock()                                # still inside the block: a second Ctrl-C cannot cut the final save short
+            if intr.requested: raise TrainingInterrupted(f'{intr.requested}: training stopped after a finished step; {self._save_progress()}')
+            if self.ckpt_path and self.last_ckpt_step != self.step: self.save()
     finally:
-        self.elapsed += time.monotonic() - start
+        clock()
         bar.close()
         if lock: lock.release()
     return self
@@ -705,13 +694,15 @@ def resume(cls:Trainer,
                              f'a resume may change {", ".join(RESUME_MAY_CHANGE)} and {", ".join(RUN_SETTINGS)}')
     ckpt = load_checkpoint(path)
     if 'optimizer' not in ckpt: raise CheckpointError(f'{path} holds a model only, not a training run to resume')
+    missing = [k for k in ('model', 'ema', 'model_config', 'hparams', 'step', 'rng') if k not in ckpt]
+    if missing: raise CheckpointError(f'{path} cannot be resumed: it holds no {", ".join(missing)}')
     saved = (ckpt.get('data') or {}).get('shape')
     if saved and data.shape and list(saved) != list(data.shape):
         raise ValueError(f'the run was trained on images of shape {tuple(saved)}, the data given has {tuple(data.shape)}')
     hp = dict(ckpt['hparams'])
     changes = {k: v for k, v in kwargs.items() if k in RESUME_MAY_CHANGE and v != hp.get(k)}
     settings = {k: v for k, v in kwargs.items() if k in RUN_SETTINGS}
-    tr = cls(model_from_config(ckpt['model_config']), formulation_from_config(ckpt), data, **{**hp, **changes, 'ckpt_path': path, **settings})
+    tr = cls(model_from_config(ckpt['model_config'], state=ckpt['model']), formulation_from_config(ckpt), data, **{**hp, **changes, 'ckpt_path': path, **settings})
     tr.load_state_dict(ckpt)
     for g in tr.opt.param_groups: g['weight_decay'] = tr.hparams['weight_decay']
     if changes: tr.changes.append((tr.step, changes))

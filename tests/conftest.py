@@ -8,10 +8,9 @@ def bin_path(name):
     p = Path(sys.executable).parent/name
     return str(p) if p.exists() else shutil.which(name)
 
-def run(args, **kw):
-    "Run a command, return the CompletedProcess (text)"
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
-    return subprocess.run(args, capture_output=True, text=True, env=env, **kw)
+def run(args, env=None, **kw):
+    "Run a command, return the CompletedProcess (text); `env` adds to (or overrides) this process's environment"
+    return subprocess.run(args, capture_output=True, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}, **kw)
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -58,3 +58,47 @@ def test_save_images(tmp_path):
     img = Image.open(p)
     g = image_grid(x, nrow=4)
     assert img.size == (g.shape[1] * 2, g.shape[0] * 2)
+
+def test_read_image_bit_depths_and_damage(tmp_path):
+    from diffnb.data import read_image, ImageReadError
+    Image.fromarray(np.full((5, 4), 1000, dtype=np.uint16)).save(tmp_path/'deep.png')
+    assert torch.allclose(read_image(tmp_path/'deep.png'), torch.full((1, 5, 4), 1000 / 65535))
+    Image.fromarray(np.full((5, 4), 200, dtype=np.uint8)).save(tmp_path/'grey.png')
+    assert torch.allclose(read_image(tmp_path/'grey.png', channels=3), torch.full((3, 5, 4), 200 / 255))
+    Image.fromarray(np.zeros((5, 4), dtype=np.float32)).save(tmp_path/'float.tiff')
+    with pytest.raises(ImageReadError, match='floating-point images are not supported'): read_image(tmp_path/'float.tiff')
+    (tmp_path/'text.png').write_text('not an image')
+    with pytest.raises(ImageReadError, match=f"cannot read the image {tmp_path/'text.png'}"): read_image(tmp_path/'text.png')
+
+def test_damaged_file_in_a_folder_read_by_workers(tmp_path):
+    "An ImageReadError raised in a DataLoader worker comes back with its own one-line message"
+    from diffnb.data import ImageReadError
+    (tmp_path/'a').mkdir()
+    for i in range(4): Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path/'a'/f'{i}.png')
+    (tmp_path/'a'/'3.png').write_bytes((tmp_path/'a'/'3.png').read_bytes()[:100])
+    ds = image_folder(tmp_path, size=8)
+    with pytest.raises(ImageReadError) as e:
+        for _ in torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2): pass
+    assert str(e.value).startswith(f"cannot read the image {tmp_path/'a'/'3.png'}") and '\n' not in str(e.value)
+
+def test_atomic_write(tmp_path):
+    from diffnb.data import atomic_write, clean_stale_temps
+    p = atomic_write(tmp_path/'f.bin', lambda f: f.write(b'one'))
+    def full_disk(f): f.write(b'tw'); raise OSError(28, 'No space left on device')
+    with pytest.raises(OSError, match=f'cannot write {p}: No space left on device'): atomic_write(p, full_disk)
+    with pytest.raises(TypeError): atomic_write(p, lambda f: (f.write(b'tw'), f.write(1)))     # any failure halfway
+    assert p.read_bytes() == b'one' and sorted(q.name for q in tmp_path.iterdir()) == ['f.bin']
+    (tmp_path/'.f.bin.999999999.tmp').write_bytes(b'dead writer'); (tmp_path/f'.f.bin.{__import__("os").getpid()}.tmp').write_bytes(b'me')
+    assert [q.name for q in clean_stale_temps(p)] == ['.f.bin.999999999.tmp']
+
+def test_download_gives_up(tmp_path, monkeypatch):
+    "A server that accepts and never answers: DownloadError after the timeout, not a hang"
+    import socket, time, torchvision.datasets as D
+    from diffnb.data import DownloadError
+    s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(4)
+    monkeypatch.setattr(D.MNIST, 'mirrors', [f'http://127.0.0.1:{s.getsockname()[1]}/'])
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match='no answer within 0.5 s'): torchvision_images('mnist', root=tmp_path, timeout=0.5)
+    assert time.monotonic() - t0 < 30        # 0.5 s for each of the few requests it tries, not a hang
+    s.close()
+    with pytest.raises(FileNotFoundError, match='mnist is not in'): torchvision_images('mnist', root=tmp_path/'empty', download=False)

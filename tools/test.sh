@@ -18,7 +18,7 @@ step "README.md is made from nbs/index.ipynb"
 python tools/make_readme.py --check
 
 step "the notebooks run top to bottom (nbdev_test; slow cells skipped)"
-nbdev_test --n_workers 2 --timing
+OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing    # two notebooks at a time, one thread each: two cores, no oversubscription
 
 step "the installed package, from the outside (pytest)"
 python -m pytest tests -q -p no:cacheprovider

@@ -1,0 +1,25 @@
+"""Run notebooks top to bottom, slow cells included, and keep their outputs (what the documentation shows).
+
+`nbdev_test` skips cells flagged `#| slow`; their committed outputs come from running the notebook with this
+script after a change they depend on (a retrained bundled model, a sampler change). Needs `pip install -e ".[dev]"`.
+
+    python tools/execute.py nbs/05_ddpm.ipynb nbs/06_ddim.ipynb      # or: python tools/execute.py nbs/*.ipynb
+"""
+import argparse, subprocess, sys, time
+from pathlib import Path
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('notebooks', nargs='+')
+    p.add_argument('--timeout', type=int, default=7200, help='seconds allowed for one cell')
+    a = p.parse_args()
+    import nbformat, nbclient
+    for path in map(Path, a.notebooks):
+        t0 = time.monotonic()
+        nb = nbformat.read(path, as_version=4)
+        nbclient.NotebookClient(nb, timeout=a.timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}}).execute()
+        nbformat.write(nb, path)
+        subprocess.run([str(Path(sys.executable).parent/'nbdev_clean'), '--fname', str(path)], check=True)
+        print(f'{path}: {time.monotonic() - t0:.0f} s', flush=True)
+
+if __name__ == '__main__': main()
