@@ -11,17 +11,18 @@ accuracy by the bundled classifier), with
 
 - the same sampler for all three: DPM-Solver++(2M), 20 steps on log-SNR timesteps (20 model calls), through each
   formulation's `discretize` -- so the rows differ in training only;
-- each formulation's own sampler at about the same number of model calls: EDM with Heun, 10 steps (19 calls);
-  flow matching with Euler, 20 steps (20 calls).
+- each formulation's own sampler at about the same number of model calls: chapter 4's with DDIM (20 steps on its
+  default 'leading' timesteps), EDM with Heun (10 steps, 19 calls), flow matching with Euler (20 steps).
 
 The background level is the median pixel of a sample, averaged over samples (real digits: -1, black); the
-report also gives the control half's scores (real digits: the floor). Run on an otherwise idle machine: the
-budget is wall-clock. On a busy machine give the budget in steps instead (`--steps`): the three share the
-network, so a step costs the same in each (measured: see `--throughput`), and a step budget is the same CPU
-budget for all.
+report also gives the control half's scores (real digits: the floor). With `--minutes` the budget is wall-clock,
+for an otherwise idle machine. With `--steps` it is a number of optimiser steps: the three share the network, so a
+step costs the same in each (each row records its training images/s; `--throughput` measures it alone), and a step
+budget is the same CPU budget for all, whatever else the machine is doing. The committed results use steps: 430
+and 2,150 steps of batch 64 are two and ten minutes at the 229 images/s of `bench/train_speed.py` on two idle cores.
 
-    python bench/formulations.py --minutes 2 --seeds 0 1 2 --out bench/results/formulations_2min.json
-    python bench/formulations.py --minutes 10 --seeds 0 1 2 --out bench/results/formulations_10min.json
+    python bench/formulations.py --steps 430 --seeds 0 1 2 --out bench/results/formulations_2min.json
+    python bench/formulations.py --steps 2150 --seeds 0 --out bench/results/formulations_10min.json
 """
 import argparse, json, platform, time
 from pathlib import Path
@@ -42,7 +43,7 @@ def build(name, seed, train, lr):
         return FlowUNet(n_classes=10), FlowMatching(), {}
     raise ValueError(name)
 
-OWN = {'ddpm': ('solver', 20), 'edm': ('heun', 10), 'flow': ('flow-euler', 20)}
+OWN = {'ddpm': ('ddim', 20), 'edm': ('heun', 10), 'flow': ('flow-euler', 20)}
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -78,7 +79,6 @@ def main():
             secs = time.monotonic() - t0
             m, s = tr.ema.model.eval(), tr.s
             for label, (sampler, steps) in [('same sampler: DPM-Solver++(2M), 20 steps', ('solver', 20)), ('own sampler', OWN[name])]:
-                if label == 'own sampler' and sampler == 'solver': continue
                 def make(k, sampler=sampler, steps=steps):
                     g = torch.Generator().manual_seed(k)
                     y = torch.randint(0, 10, (500,), generator=g)

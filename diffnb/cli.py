@@ -160,8 +160,9 @@ def train_parser(
     m = p.add_argument_group('model')
     m.add_argument('--preset', default='digits', choices=_LazyChoices(_presets), metavar='PRESET', help='U-Net preset: %(choices)s')
     m.add_argument('--unconditional', action='store_true', help='no class conditioning (default: class-conditional with label dropout)')
-    m.add_argument('--formulation', default='ddpm', choices=('ddpm', 'edm', 'flow'),
-                   help="ddpm: chapter 4's noise prediction on a schedule; edm: chapter 11's preconditioned denoiser; flow: chapter 12's flow matching")
+    m.add_argument('--formulation', default=None, choices=('ddpm', 'edm', 'flow'),
+                   help="flow: chapter 12's flow matching; ddpm: chapter 4's noise prediction on a schedule; edm: chapter 11's preconditioned "
+                        "denoiser (default: flow, or the one formulation the options given belong to, e.g. ddpm with --schedule)")
     m.add_argument('--prediction', default='eps', choices=('eps', 'v', 'x0'), help='what the network predicts (ddpm)')
     m.add_argument('--time-sampling', default='uniform', choices=('uniform', 'logit-normal'), help='how training times are drawn (flow)')
     m.add_argument('--schedule', default='cosine', choices=('cosine', 'linear', 'sigmoid'), help='noise schedule (ddpm)')
@@ -218,6 +219,9 @@ def _check_train_args(args, given:set):
     if args.dropout == 1: raise ValueError('--dropout must be below 1')
     if args.unconditional and 'label_dropout' in given: raise ValueError('--label-dropout applies to class-conditional models; drop it or --unconditional')
     only = dict(prediction='ddpm', schedule='ddpm', T='ddpm', min_snr='ddpm', time_sampling='flow')
+    if args.formulation is None:                     # flow matching, unless the options given name another formulation
+        named = {f for k, f in only.items() if k in given}
+        args.formulation = named.pop() if len(named) == 1 else 'flow'
     wrong = [f"--{k.replace('_', '-')}" for k, f in only.items() if k in given and args.formulation != f]
     if wrong: raise ValueError(f"{', '.join(wrong)} {'applies' if len(wrong) == 1 else 'apply'} to another formulation than --formulation {args.formulation}")
     out = Path(args.out)

@@ -281,8 +281,8 @@ def edm_preconditioning(
 def edm_loss_weight(
     sigma:Tensor, # noise levels
     sigma_data:float=0.5, # root-mean-square of the data
-)->Tensor: # w(sigma) = 1 / c_out^2
-    "EDM's loss weight lambda(sigma): gives the network's own target unit weight at every noise level"
+)->Tensor: # omega(sigma) = 1 / c_out^2
+    "EDM's loss weight omega(sigma): gives the network's own target unit weight at every noise level"
     return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
 
 def data_rms(
@@ -339,7 +339,7 @@ class EDMPrecond(nn.Module):
 # %% ../nbs/11_edm.ipynb #9008d06e
 @register_formulation
 class EDM:
-    "Karras et al.'s training recipe: log-normal noise levels and the loss weight lambda(sigma), for `Trainer`"
+    "Karras et al.'s training recipe: log-normal noise levels and the loss weight omega(sigma), for `Trainer`"
     kind, min_snr_gamma = 'edm', None
     def __init__(self,
         P_mean:float=-1.2, # mean of ln sigma during training
@@ -366,7 +366,7 @@ class EDM:
         times:Tensor, # noise levels (B,) from `draw_times`
         noise:Tensor, # standard normal noise like x0
     )->Tensor: # (B,) one weighted loss per image
-        "w(sigma) times the mean squared error of D(x0 + sigma noise; sigma) against x0, with the model's sigma_data"
+        "omega(sigma) times the mean squared error of D(x0 + sigma noise; sigma) against x0, with the model's sigma_data"
         sigma_data = getattr(getattr(model, 'module', model), 'sigma_data', 0.5)     # `module`: inside DistributedDataParallel
         sigma = times.to(x0.device, x0.dtype)
         x = x0 + sigma.reshape(-1, *([1] * (x0.ndim - 1))) * noise

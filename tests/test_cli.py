@@ -17,6 +17,14 @@ def test_train_outputs(trained):
     summary = json.loads((trained/'summary.json').read_text())
     assert summary['steps'] == 25 and Path(summary['checkpoint']).exists() and (trained/'samples.png').exists()
 
+def test_the_default_formulation_and_the_one_options_name(trained, tmp_path):
+    "Flow matching by default; an option that only one formulation has (here --schedule) selects that formulation"
+    assert torch.load(trained/'checkpoint.pt')['formulation']['kind'] == 'flow'
+    r = run([TRAIN, '--preset', 'tiny', '--steps', '2', '--samples', '0', '--schedule', 'linear', '--no-progress', '--device', 'cpu', '--out', str(tmp_path/'r')])
+    assert r.returncode == 0, r.stderr
+    f = torch.load(tmp_path/'r'/'checkpoint.pt')['formulation']
+    assert f['kind'] == 'ddpm' and f['schedule']['name'] == 'linear'
+
 @pytest.mark.parametrize('extra', [['--sampler', 'ddim', '--steps', '4'], ['--sampler', 'solver', '--steps', '4'],
                                    ['--sampler', 'solver', '--steps', '4', '--spacing', 'trailing'],
                                    ['--sampler', 'ddim', '--steps', '3', '--guidance', '2', '--classes', '3,4']])

@@ -49,7 +49,7 @@ def write_folder(path, n=12, size=20, bad=()):
 def work(tmp_path_factory):
     "A tiny trained run (6 steps), an unconditional copy, damaged and hostile checkpoints, images and folders"
     w = tmp_path_factory.mktemp('faults')
-    r = run([TRAIN, '--preset', 'tiny', '--steps', '6', '--samples', '0', *QUICK, '--out', str(w/'run')])
+    r = run([TRAIN, '--preset', 'tiny', '--formulation', 'ddpm', '--steps', '6', '--samples', '0', *QUICK, '--out', str(w/'run')])
     assert r.returncode == 0, r.stderr
     ck = torch.load(w/'run'/'checkpoint.pt')
     def variant(name, **change):
@@ -89,6 +89,7 @@ def case_table(w):
         'label-dropout-2': ([TRAIN, '--label-dropout', '2'], '--label-dropout must be a finite number in [0, 1]'),
         'ema-1': ([TRAIN, '--ema', '1'], '--ema must be below 1'),
         'T-1': ([TRAIN, '--T', '1'], '--T must be an integer in [2, 100000]'),
+        'options-of-two-formulations': ([TRAIN, '--schedule', 'linear', '--time-sampling', 'logit-normal'], '--schedule applies to another formulation than --formulation flow'),
         'size-0': ([TRAIN, '--data', img, '--size', '0'], '--size must be an integer in [1, 4096]'),
         'guidance-inf': ([SAMPLE, '--guidance', 'inf'], '--guidance must be a finite number >= 0'),
         'guidance-negative': ([SAMPLE, '--guidance', '-2'], '--guidance must be a finite number >= 0'),

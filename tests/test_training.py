@@ -68,7 +68,7 @@ def test_targets_train_and_bad_settings():
     for pred in ('v', 'x0'):
         torch.manual_seed(0)
         tr = Trainer(UNet(**{**NET, 'prediction': pred}), cosine_schedule(T=200), DATA, **KW).fit(steps=3)
-        assert tr.prediction == pred and len(tr.history) == 1
+        assert tr.formulation.prediction == pred and len(tr.history) == 1
     with pytest.raises(ValueError, match='fit needs steps, epochs or time_budget'): make().fit()
     with pytest.raises(ValueError, match='batch_size must be a positive multiple'): make(batch_size=0)
     with pytest.raises(ValueError, match='smaller than one batch'): make(batch_size=256)

@@ -4,6 +4,7 @@
 script after a change they depend on (a retrained bundled model, a sampler change). Needs `pip install -e ".[dev]"`.
 
     python tools/execute.py nbs/05_ddpm.ipynb nbs/06_ddim.ipynb      # or: python tools/execute.py nbs/*.ipynb
+    python tools/execute.py --skip-slow nbs/11_edm.ipynb              # refresh the fast cells, keep the slow cells' outputs
 """
 import argparse, subprocess, sys, time
 from pathlib import Path
@@ -12,12 +13,18 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('notebooks', nargs='+')
     p.add_argument('--timeout', type=int, default=7200, help='seconds allowed for one cell')
+    p.add_argument('--skip-slow', action='store_true', help='do not run cells flagged #| slow; keep their committed outputs')
     a = p.parse_args()
     import nbformat, nbclient
     for path in map(Path, a.notebooks):
         t0 = time.monotonic()
         nb = nbformat.read(path, as_version=4)
-        nbclient.NotebookClient(nb, timeout=a.timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}}).execute()
+        client = nbclient.NotebookClient(nb, timeout=a.timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}})
+        with client.setup_kernel():
+            for i, cell in enumerate(nb.cells):
+                if cell.cell_type != 'code': continue
+                if a.skip_slow and cell.source.lstrip().startswith('#| slow'): continue
+                client.execute_cell(cell, i)
         nbformat.write(nb, path)
         subprocess.run([str(Path(sys.executable).parent/'nbdev_clean'), '--fname', str(path)], check=True)
         print(f'{path}: {time.monotonic() - t0:.0f} s', flush=True)
