@@ -12,7 +12,8 @@ from .forward import PREDICTIONS, convert_prediction
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['model_device', 'randn', 'check_labels', 'Sampling', 'check_steps', 'Trajectory', 'ddpm_step', 'ddpm_sample']
+__all__ = ['model_device', 'randn', 'start_sampling', 'check_labels', 'Sampling', 'check_steps', 'Trajectory', 'ddpm_step',
+           'ddpm_sample']
 
 # %% ../nbs/05_ddpm.ipynb #f075c639
 def model_device(
@@ -32,6 +33,23 @@ def randn(
     "Standard normal noise from `generator`, drawn on the generator's device and moved to `device`"
     gdev = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+
+def start_sampling(
+    model, # the model to sample (its parameters give the default device)
+    shape, # shape of the samples (B, ...)
+    x_T:Tensor=None, # the starting noise (default: drawn from `generator`)
+    generator:torch.Generator=None, # randomness for the starting noise
+    device=None, # where to sample (default: the model's device; x_T's for a model without parameters)
+)->tuple: # (shape as a tuple, device, starting noise as float32 on that device)
+    "Check a sampler's shape and starting noise, and choose its device"
+    shape = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else None
+    if not shape or len(shape) < 2 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(f'shape must be a tuple of positive integers like (B, C, H, W), got {shape}')
+    device = torch.device(device) if device is not None else (x_T.device if x_T is not None and not hasattr(model, 'parameters') else model_device(model))
+    if x_T is None: return shape, device, randn(shape, generator, device)
+    if tuple(x_T.shape) != shape: raise ValueError(f'x_T must have shape {shape}, got {tuple(x_T.shape)}')
+    if not torch.isfinite(x_T).all(): raise ValueError('x_T must be finite')
+    return shape, device, x_T.to(device, torch.float32)
 
 def check_labels(
     y, # class labels: None, an int, or a tensor (B,)
@@ -68,21 +86,13 @@ class Sampling:
         device=None, # where to sample (default: the model's device; x_T's for a model without parameters)
     ):
         if not isinstance(s, NoiseSchedule): raise ValueError(f's must be a NoiseSchedule, got {type(s).__name__}')
-        shape = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else None
-        if not shape or len(shape) < 2 or not all(isinstance(d, int) and d > 0 for d in shape):
-            raise ValueError(f'shape must be a tuple of positive integers like (B, C, H, W), got {shape}')
+        shape, self.device, self.x_T = start_sampling(model, shape, x_T, generator, device)
         self.model, self.s, self.shape, self.generator, self.clip_x0 = model, s, shape, generator, clip_x0
-        self.device = torch.device(device) if device is not None else (x_T.device if x_T is not None and not hasattr(model, 'parameters') else model_device(model))
         self.prediction = prediction or getattr(model, 'prediction', 'eps')
         if self.prediction not in PREDICTIONS:
             raise ValueError(f'prediction must be one of {PREDICTIONS}, got {self.prediction!r}' + (
                 '' if prediction else ': the model was trained with another formulation; sample it with `sample(model, s2, ...)` '
                 'where s2 is what `load_model` returned with it (it converts the model for these samplers)'))
-        if x_T is not None:
-            if tuple(x_T.shape) != shape: raise ValueError(f'x_T must have shape {shape}, got {tuple(x_T.shape)}')
-            if not torch.isfinite(x_T).all(): raise ValueError('x_T must be finite')
-            self.x_T = x_T.to(self.device, torch.float32)
-        else: self.x_T = randn(shape, generator, self.device)
         self.y = check_labels(y, model, shape[0], self.device)
         # schedule values as Python floats: every image of a batch shares one timestep while sampling
         self.ab = s.alpha_bar64.tolist()

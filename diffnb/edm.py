@@ -10,7 +10,7 @@ from torch import nn, Tensor
 from .schedules import NoiseSchedule, cosine_schedule
 from .forward import check_prediction, convert_prediction
 from .unet import UNet
-from .ddpm import model_device, randn, check_labels, Trajectory, _steps
+from .ddpm import model_device, randn, start_sampling, check_labels, Trajectory, _steps
 from .training import register_model, register_formulation
 from .sampling import register_sampler
 
@@ -230,15 +230,7 @@ def edm_sample(
     S_churn, S_tmin, S_noise = (_check_number(n, v) for n, v in [('S_churn', S_churn), ('S_tmin', S_tmin), ('S_noise', S_noise)])
     sig = _noise_levels(steps, sigmas, (sigma_min or default[0], sigma_max or default[1], rho or default[2])).tolist()
     N = len(sig) - 1
-    shape = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else None
-    if not shape or len(shape) < 2 or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise ValueError(f'shape must be a tuple of positive integers like (B, C, H, W), got {shape}')
-    device = torch.device(device) if device is not None else (x_T.device if x_T is not None and not hasattr(model, 'parameters') else model_device(model))
-    if x_T is not None:
-        if tuple(x_T.shape) != shape: raise ValueError(f'x_T must have shape {shape}, got {tuple(x_T.shape)}')
-        if not torch.isfinite(x_T).all(): raise ValueError('x_T must be finite')
-        x_T = x_T.to(device, torch.float32)
-    else: x_T = randn(shape, generator, device)
+    shape, device, x_T = start_sampling(model, shape, x_T, generator, device)
     y, checked = check_labels(y, model, shape[0], device), []
 
     def denoise(x, sigma):

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn, Tensor
 from .schedules import NoiseSchedule, cosine_schedule
-from .ddpm import Trajectory, check_labels, model_device, randn, _steps
+from .ddpm import Trajectory, check_labels, model_device, randn, start_sampling, _steps
 from .unet import UNet
 from .training import register_formulation, register_model
 from .sampling import register_sampler
@@ -172,15 +172,7 @@ def flow_sample(
         if len(ts) < 2 or not all(a > b for a, b in zip(ts, ts[1:])) or ts[0] > 1 or ts[-1] < 0:
             raise ValueError(f'times must decrease from at most 1 to at least 0, with two or more entries, got {times}')
         if steps is not None and steps != len(ts) - 1: raise ValueError(f'steps={steps} contradicts the {len(ts)} times given')
-    shape = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else None
-    if not shape or len(shape) < 2 or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise ValueError(f'shape must be a tuple of positive integers like (B, C, H, W), got {shape}')
-    dev = torch.device(device) if device is not None else (x_T.device if x_T is not None and not hasattr(model, 'parameters') else model_device(model))
-    if x_T is not None:
-        if tuple(x_T.shape) != shape: raise ValueError(f'x_T must have shape {shape}, got {tuple(x_T.shape)}')
-        if not torch.isfinite(x_T).all(): raise ValueError('x_T must be finite')
-        x = x_T.to(dev, torch.float32)
-    else: x = randn(shape, generator, dev)
+    shape, dev, x = start_sampling(model, shape, x_T, generator, device)
     y = check_labels(y, model, shape[0], dev)
 
     def velocity(x, t):
