@@ -611,8 +611,9 @@ def fit(self:Trainer,
     bar = tqdm(total=(end - self.step) if end is not None else None, disable=not self.progress or self.rank != 0,
                unit='step', dynamic_ncols=True, leave=True)
     self.model.train()
-    start, window, batches = time.monotonic(), [], self._batches()
-    def clock():                                   # add the time spent so far to `elapsed` (before every save of the run's end)
+    start = began = time.monotonic()
+    window, batches = [], self._batches()
+    def clock():                                   # add the time spent so far to `elapsed` (before every save)
         nonlocal start
         now = time.monotonic(); self.elapsed += now - start; start = now
     try:
@@ -622,14 +623,14 @@ def fit(self:Trainer,
                 except Exception as e:
                     clock()
                     raise DataError(f'reading the data failed at step {self.step} ({type(e).__name__}: {e}); {self._save_progress()}') from e
-                over = time_budget is not None and time.monotonic() - start >= time_budget
+                over = time_budget is not None and time.monotonic() - began >= time_budget
                 loss, stop = self.train_step(x0, y, stop=(over or intr.requested is not None) and self.rank == 0)
                 window.append(loss)
                 if len(window) == 25 or stop or self.step == end:
                     self.history.append((self.step, sum(window) / len(window))); window = []
                     bar.set_postfix(loss=f'{self.history[-1][1]:.4f}', refresh=False)
                 bar.update(1)
-                if self.ckpt_path and self.ckpt_every and self.step % self.ckpt_every == 0: self.save()
+                if self.ckpt_path and self.ckpt_every and self.step % self.ckpt_every == 0: clock(); self.save()
                 if stop: break
             clock()                                # still inside the block: a second Ctrl-C cannot cut the final save short
             if intr.requested: raise TrainingInterrupted(f'{intr.requested}: training stopped after a finished step; {self._save_progress()}')

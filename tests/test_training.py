@@ -81,3 +81,12 @@ def test_time_budget_stops():
     t0 = time.monotonic()
     tr = make().fit(time_budget=1.0)
     assert tr.step >= 1 and time.monotonic() - t0 < 10
+
+def test_periodic_checkpoints_record_the_time_spent(tmp_path):
+    "Every checkpoint written during fit holds the training time so far, so a run killed after it resumes with its clock"
+    tr = make(ckpt_path=tmp_path/'c.pt', ckpt_every=2)
+    saved, real_save = [], tr.save
+    tr.save = lambda path=None: (saved.append(tr.elapsed), real_save(path))[1]
+    tr.fit(steps=4)
+    assert len(saved) == 2 and 0 < saved[0] < saved[1] <= tr.elapsed          # steps 2 and 4
+    assert 0 < load_checkpoint(tmp_path/'c.pt')['elapsed'] <= tr.elapsed
