@@ -97,6 +97,11 @@ def sample(
 ):
     "Sample with any registered sampler, optional guidance and optional inpainting; more options of the sampler (`spacing`, `variance`, `method`, `jump_length`, ...) pass through"
     spec = _spec(sampler or getattr(s, 'default_sampler', 'ddim'))
+    only = getattr(s, 'only_samplers', None)      # a model that some samplers cannot use (a distilled student, chapter 13)
+    if only is not None and spec.name not in only:
+        names = ', '.join(map(repr, only))
+        if known is not None and not any(_spec(n).inpaints for n in only): raise ValueError(f'this model samples only with {names}, which cannot inpaint')
+        raise ValueError(f'this model samples only with {names}, not {spec.name!r}')
     if guidance_scale is not None:
         if y is None: raise ValueError('guidance_scale needs class labels y')
         model = classifier_free_guidance(model, guidance_scale)
