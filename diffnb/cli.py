@@ -444,10 +444,10 @@ def sample_parser(
     p = argparse.ArgumentParser(prog=prog, description='Sample from a trained diffusion model (the bundled digit model by default).',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--checkpoint', default=None, help='a checkpoint from diffnb_train (default: the bundled model)')
-    p.add_argument('--model', default='mnist', help='name of a bundled model, when no checkpoint is given')
+    p.add_argument('--model', default='mnist', help="a bundled model, when no checkpoint is given: 'mnist', or 'mnist-fast' (distilled: 1, 2, 4 or 8 steps)")
     p.add_argument('--raw', action='store_true', help="use the checkpoint's raw weights instead of the EMA")
-    p.add_argument('--sampler', default=None, choices=_LazyChoices(_samplers), metavar='SAMPLER', help="sampler: %(choices)s (solver: DPM-Solver++(2M)); default: ddim for chapter 4's models and for inpainting, the model's own for EDM ('heun') and flow ('flow-euler') models")
-    p.add_argument('--steps', type=int, default=None, help='model calls (default: 50 ddim, 15 solver; ddpm uses all T)')
+    p.add_argument('--sampler', default=None, choices=_LazyChoices(_samplers), metavar='SAMPLER', help="sampler: %(choices)s (solver: DPM-Solver++(2M)); default: ddim for chapter 4's models and for inpainting, the model's own for EDM ('heun'), flow ('flow-euler') and distilled ('distilled') models")
+    p.add_argument('--steps', type=int, default=None, help='model calls (default: 50 ddim, 15 solver, 4 distilled; ddpm uses all T)')
     p.add_argument('--spacing', default=None, choices=_LazyChoices(_spacings), metavar='SPACING', help="timesteps for ddim or solver: %(choices)s (default: 'leading' for ddim, 'logsnr' for the solver)")
     p.add_argument('--eta', type=float, default=0.0, help='DDIM noise level (0: deterministic)')
     p.add_argument('-n', '--n', type=int, default=40, help='number of images')

@@ -13,7 +13,7 @@ from .training import load_model, load_checkpoint, save_checkpoint
 __all__ = ['PRETRAINED', 'pretrained_path', 'load_pretrained', 'pretrained_info', 'export_model']
 
 # %% ../nbs/04b_pretrained.ipynb #33d6499b
-PRETRAINED = {'mnist': 'mnist_unet.pt'}
+PRETRAINED = {'mnist': 'mnist_unet.pt', 'mnist-fast': 'mnist_fast.pt'}
 
 def pretrained_path(
     name:str='mnist', # a key of `PRETRAINED`

@@ -45,6 +45,17 @@ def test_bundled_model_and_inpainting(tmp_path):
     m = saved['mask']
     assert torch.equal(saved['samples'] * m, saved['known'] * m)
 
+def test_the_distilled_model(tmp_path):
+    "diffnb_sample --model mnist-fast: four network calls by default, any of 1, 2, 4 or 8; inpainting is refused in one line"
+    for extra, calls in (([], 4), (['--steps', '1'], 1)):
+        r = run([SAMPLE, '--model', 'mnist-fast', '-n', '10', '--no-progress', '--out', str(tmp_path/f'f{calls}.png'), *extra])
+        assert r.returncode == 0, r.stderr
+        assert torch.load(tmp_path/f'f{calls}.pt')['samples'].shape == (10, 1, 28, 28) and '(distilled' in r.stdout
+    r = run([SAMPLE, '--model', 'mnist-fast', '--image', 'bundled:7', '-n', '2', '--no-progress', '--out', str(tmp_path/'i.png')])
+    assert r.returncode == 2 and "samples only with 'distilled', which cannot inpaint" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run([SAMPLE, '--model', 'mnist-fast', '--sampler', 'ddim', '-n', '2', '--no-progress', '--out', str(tmp_path/'d.png')])
+    assert r.returncode == 2 and "samples only with 'distilled', not 'ddim'" in r.stderr
+
 def test_resume_through_the_cli(tmp_path):
     "Exact resumption with dropout, on a folder read through a DataLoader with worker processes, crossing an epoch"
     from PIL import Image
