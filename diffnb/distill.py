@@ -129,6 +129,12 @@ class _Distillation:
         if not (i < len(grid) - k).all() or not (grid[i] == t).all(): raise ValueError(f'timesteps must be points of the grid {self.grid[:-1].tolist()}')
         return grid[i + k]
 
+    def _noised(self, x0:Tensor, times:Tensor, noise:Tensor)->tuple:
+        "The forward process at the drawn timesteps: (x_t, t, a_t, b_t)"
+        t = times.to(x0.device)
+        a, b = signal_noise(self.s, t, x0)
+        return a * x0 + b * noise, t, a, b
+
     def to(self, device):
         self.device = torch.device(device)
         if self._teacher is not None: self._prepare(self._teacher)
@@ -179,9 +185,7 @@ class ProgressiveDistillation(_Distillation):
         noise:Tensor, # standard normal noise like x0
     )->Tensor: # (B,) one weighted loss per image
         "max(SNR, 1) times the squared error of the student's clean-image estimate against `target`"
-        t = times.to(x0.device)
-        a, b = signal_noise(self.s, t, x0)
-        x = a * x0 + b * noise
+        x, t, a, b = self._noised(x0, times, noise)
         err = x0_estimate(model, x, t, y, self.s) - self.target(x, t, y)
         return (a / b).pow(2).clamp_min(1).flatten() * err.pow(2).flatten(1).mean(1)
 
@@ -254,9 +258,7 @@ class ConsistencyDistillation(_Distillation):
         noise:Tensor, # standard normal noise like x0
     )->Tensor: # (B,) one loss per image
         "The squared error between the student's answer and the target network's at the next point of the same teacher trajectory; moves the target network first"
-        t = times.to(x0.device)
-        a, b = signal_noise(self.s, t, x0)
-        x = a * x0 + b * noise
+        x, t, _, _ = self._noised(x0, times, noise)
         return (x0_estimate(model, x, t, y, self.s) - self.target(self.target_network(model), x, t, y)).pow(2).flatten(1).mean(1)
 
     @property
