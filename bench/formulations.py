@@ -20,9 +20,17 @@ for an otherwise idle machine. With `--steps` it is a number of optimiser steps:
 step costs the same in each (each row records its training images/s; `--throughput` measures it alone), and a step
 budget is the same CPU budget for all, whatever else the machine is doing. The committed results use steps: 430
 and 2,150 steps of batch 64 are two and ten minutes at the 229 images/s of `bench/train_speed.py` on two idle cores.
+A step budget also makes the result independent of the device: `--device cuda` runs the same steps on a GPU (in
+float32, TF32 off), and the committed tables were made so, one process per seed, the rows merged into one file.
+The runs on one CPU thread that they reproduce are kept beside them (`*_cpu.json`: 2 minutes, three seeds;
+10 minutes, seed 0):
 
-    python bench/formulations.py --steps 430 --seeds 0 1 2 --out bench/results/formulations_2min.json
-    python bench/formulations.py --steps 2150 --seeds 0 --out bench/results/formulations_10min.json
+    python bench/formulations.py --steps 430 --seeds 0 --device cuda --out seed0.json    # and seeds 1, 2
+    python bench/formulations.py --steps 2150 --seeds 0 --device cuda --out seed0.json   # and seeds 1, 2
+    OMP_NUM_THREADS=1 python bench/formulations.py --steps 430 --seeds 0 1 2 --out bench/results/formulations_2min_cpu.json
+    OMP_NUM_THREADS=1 python bench/formulations.py --steps 2150 --seeds 0 --out bench/results/formulations_10min_cpu.json
+
+On one CPU thread a 2,150-step run took 17 to 22 minutes; on one H200 shared by six runs, 81 to 113 seconds.
 """
 import argparse, json, platform, time
 from pathlib import Path
@@ -53,13 +61,15 @@ def main():
     p.add_argument('--formulations', nargs='+', default=['ddpm', 'edm', 'flow'])
     p.add_argument('--lr', type=float, default=2e-3)
     p.add_argument('--throughput', action='store_true', help='only measure training images/s of each formulation (3 alternating rounds of 20 s)')
+    p.add_argument('--device', default='cpu', help="where to train and sample ('cuda' for a GPU: with --steps the budget is the same)")
     p.add_argument('--out', default='bench/results/formulations.json')
     a = p.parse_args()
+    if a.device.startswith('cuda'): torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False   # full float32, as on a CPU
     from diffnb.data import bundled_mnist
     from diffnb.training import Trainer
     from diffnb.sampling import sample
     from diffnb.evaluation import evaluate_sampler, load_classifier
-    train, clf, rows = bundled_mnist('train'), load_classifier(), []
+    train, clf, rows = bundled_mnist('train'), load_classifier().to(a.device), []
     if a.throughput:
         speeds = {name: [] for name in a.formulations}
         for rnd in range(3):
@@ -73,7 +83,7 @@ def main():
     for seed in a.seeds:
         for name in a.formulations:
             model, f, kw = build(name, seed, train, a.lr)
-            tr = Trainer(model, f, train, batch_size=64, lr=a.lr, seed=seed, progress=False, device='cpu', **kw)
+            tr = Trainer(model, f, train, batch_size=64, lr=a.lr, seed=seed, progress=False, device=a.device, **kw)
             t0 = time.monotonic()
             tr.fit(steps=a.steps) if a.steps else tr.fit(time_budget=a.minutes * 60)
             secs = time.monotonic() - t0
@@ -89,7 +99,7 @@ def main():
                     return x, y
                 r = evaluate_sampler(make, (seed,), clf)
                 run = r['runs'][0]
-                rows.append(dict(formulation=name, seed=seed, minutes=None if a.steps else a.minutes, budget_steps=a.steps, train_steps=tr.step, train_seconds=round(secs, 1),
+                rows.append(dict(formulation=name, seed=seed, device=str(tr.device), minutes=None if a.steps else a.minutes, budget_steps=a.steps, train_steps=tr.step, train_seconds=round(secs, 1),
                                  images_per_s=round(tr.step * 64 / secs, 1), final_loss=tr.history[-1][1] if tr.history else None,
                                  sampler=sampler, steps=steps, sample_seconds=round(make.secs, 1), background=round(make.background, 4),
                                  fid=run['samples']['fid'], kid=run['samples']['kid'], accuracy=run['samples']['accuracy'],

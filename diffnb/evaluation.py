@@ -179,7 +179,7 @@ def nearest_neighbours(
     r = ref.flatten(1).float()
     dist, idx = [], []
     for i in range(0, len(x), batch_size):
-        d = torch.cdist(x[i:i + batch_size].flatten(1).float(), r)
+        d = torch.cdist(x[i:i + batch_size].flatten(1).float().to(r.device), r)   # the queries may be on another device
         v, j = d.min(1); dist.append(v); idx.append(j)
     return torch.cat(dist), torch.cat(idx)
 
