@@ -12,6 +12,9 @@ reference half of the held-out digits, which no model has seen; the control half
   lr 1e-3; sampled with `DDIMScheduler` (50 steps).
 - denoising-diffusion-pytorch: `Unet(dim=32, dim_mults=(1, 2, 2), channels=1)` with `GaussianDiffusion` (its
   defaults: v-prediction, sigmoid schedule), lr 1e-3; sampled with its DDIM (50 steps).
+- diffnb-linear (only when asked for with `--systems`): diffnb's default `UNet()` trained with diffusers'
+  configuration above -- linear schedule, unweighted noise prediction, lr 1e-3 -- through diffnb's `Trainer`, and
+  sampled with diffnb's DDIM (50 steps, 'leading' timesteps as diffusers'): it tells a network from an objective.
 
     pip install -e ".[peers]"
     python bench/peers.py --minutes 10 --out bench/results/peers.json
@@ -24,7 +27,7 @@ step from how many steps its network affords in the time:
 
 (The committed `peers_steps.json` ran one process per system, `--systems diffnb` and so on, side by side on one GPU.)
 """
-import argparse, json, sys, time
+import argparse, json, time
 from pathlib import Path
 import torch
 
@@ -53,7 +56,7 @@ def main():
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='one held-out split and one set of 500 samples per seed')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--steps', type=int, default=None, help='train each system for this many optimiser steps instead of --minutes')
-    p.add_argument('--systems', nargs='+', default=list(SYSTEMS), choices=list(SYSTEMS))
+    p.add_argument('--systems', nargs='+', default=list(SYSTEMS), choices=[*SYSTEMS, 'diffnb-linear'])
     p.add_argument('--device', default='cpu', help="where to train and sample ('cuda' for a GPU, with --steps)")
     p.add_argument('--out', default='bench/results/peers.json')
     a = p.parse_args()
@@ -86,6 +89,20 @@ def main():
         t0 = time.monotonic(); tr.fit(steps=a.steps) if a.steps else tr.fit(time_budget=a.minutes * 60)
         ips = tr.step * a.batch_size / (time.monotonic() - t0)
         diffnb_rows(tr, ips, n, score)
+    if 'diffnb-linear' in a.systems:   # diffnb's network, diffusers' objective
+        from diffnb.schedules import linear_schedule
+        from diffnb.training import NoisePrediction
+        from diffnb.ddim import ddim_sample
+        from diffnb.unet import n_params
+        torch.manual_seed(0)
+        tr = Trainer(UNet(), NoisePrediction(linear_schedule(), 'eps', None), train_part, batch_size=a.batch_size, lr=1e-3,
+                     progress=False, device=dev)
+        t0 = time.monotonic(); tr.fit(steps=a.steps) if a.steps else tr.fit(time_budget=a.minutes * 60)
+        ips = tr.step * a.batch_size / (time.monotonic() - t0)
+        m, s = tr.ema.model.eval(), tr.s
+        loss = sum(l for _, l in tr.history[-4:]) / len(tr.history[-4:])
+        score('diffnb-linear', 'DDIM', 50, n_params(m), tr.step, ips, loss,
+              lambda k: ddim_sample(m, s, (n, 1, 28, 28), steps=50, generator=torch.Generator().manual_seed(k)))
     if 'diffusers' in a.systems: diffusers_rows(a, X, n, score, dev)
     if 'denoising-diffusion-pytorch' in a.systems: ddp_rows(a, X, n, score, dev)
 
