@@ -65,9 +65,7 @@ def main():
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from diffnb.data import bundled_mnist
     from diffnb.evaluation import load_classifier, evaluate_sampler
-    from diffnb.unet import UNet
     from diffnb.schedules import cosine_schedule
-    from diffnb.training import Trainer
     train_part = bundled_mnist('train')
     X = train_part.images.to(dev)             # the same 4,000 training digits for every system, in [-1, 1]
     clf, n, results = load_classifier().to(dev), 500, []
@@ -83,26 +81,12 @@ def main():
                             sample_seconds=round(make.secs, 1)))
         print(json.dumps(results[-1]), flush=True)
 
-    if 'diffnb' in a.systems:   # diffnb, through its own Trainer (its defaults)
-        torch.manual_seed(0)
-        tr = Trainer(UNet(), cosine_schedule(), train_part, batch_size=a.batch_size, progress=False, device=dev)
-        t0 = time.monotonic(); tr.fit(steps=a.steps) if a.steps else tr.fit(time_budget=a.minutes * 60)
-        ips = tr.step * a.batch_size / (time.monotonic() - t0)
-        diffnb_rows(tr, ips, n, score)
+    if 'diffnb' in a.systems:          # diffnb, through its own Trainer (its defaults)
+        diffnb_rows('diffnb', cosine_schedule(), a, train_part, n, score, dev)
     if 'diffnb-linear' in a.systems:   # diffnb's network, diffusers' objective
         from diffnb.schedules import linear_schedule
         from diffnb.training import NoisePrediction
-        from diffnb.ddim import ddim_sample
-        from diffnb.unet import n_params
-        torch.manual_seed(0)
-        tr = Trainer(UNet(), NoisePrediction(linear_schedule(), 'eps', None), train_part, batch_size=a.batch_size, lr=1e-3,
-                     progress=False, device=dev)
-        t0 = time.monotonic(); tr.fit(steps=a.steps) if a.steps else tr.fit(time_budget=a.minutes * 60)
-        ips = tr.step * a.batch_size / (time.monotonic() - t0)
-        m, s = tr.ema.model.eval(), tr.s
-        loss = sum(l for _, l in tr.history[-4:]) / len(tr.history[-4:])
-        score('diffnb-linear', 'DDIM', 50, n_params(m), tr.step, ips, loss,
-              lambda k: ddim_sample(m, s, (n, 1, 28, 28), steps=50, generator=torch.Generator().manual_seed(k)))
+        diffnb_rows('diffnb-linear', NoisePrediction(linear_schedule(), 'eps', None), a, train_part, n, score, dev, ('DDIM',), lr=1e-3)
     if 'diffusers' in a.systems: diffusers_rows(a, X, n, score, dev)
     if 'denoising-diffusion-pytorch' in a.systems: ddp_rows(a, X, n, score, dev)
 
@@ -118,17 +102,23 @@ def main():
     c = results[0]
     print(f"| real control digits | | | | | | {c['control_fid'][0]:.2f} ± {c['control_fid'][1]:.2f} | {1000 * c['control_kid'][0]:.1f} ± {1000 * c['control_kid'][1]:.1f} | |")
 
-def diffnb_rows(tr, ips, n, score):
-    "Score diffnb's trained model with each of its samplers"
-    from diffnb.unet import n_params
+def diffnb_rows(system, s, a, data, n, score, dev, samplers=('DDIM', 'DDIM, log-SNR timesteps', 'DPM-Solver++(2M)'), **kw):
+    "Train diffnb's default `UNet` through its `Trainer` on the schedule or formulation `s`, then score it with each of `samplers`"
+    from diffnb.unet import UNet, n_params
+    from diffnb.training import Trainer
     from diffnb.ddim import ddim_sample, dpm_solver_sample
+    torch.manual_seed(0)
+    tr = Trainer(UNet(), s, data, batch_size=a.batch_size, progress=False, device=dev, **kw)
+    t0 = time.monotonic(); tr.fit(steps=a.steps) if a.steps else tr.fit(time_budget=a.minutes * 60)
+    ips = tr.step * a.batch_size / (time.monotonic() - t0)
     m, s = tr.ema.model.eval(), tr.s
     loss = sum(l for _, l in tr.history[-4:]) / len(tr.history[-4:])
-    for sampler, nfe, fn in [('DDIM', 50, lambda k: ddim_sample(m, s, (n, 1, 28, 28), steps=50, generator=torch.Generator().manual_seed(k))),
-                             ('DDIM, log-SNR timesteps', 10, lambda k: ddim_sample(m, s, (n, 1, 28, 28), steps=10, spacing='logsnr', generator=torch.Generator().manual_seed(k))),
-                             ('DPM-Solver++(2M)', 10, lambda k: dpm_solver_sample(m, s, (n, 1, 28, 28), steps=10, generator=torch.Generator().manual_seed(k))),
-                             ('DPM-Solver++(2M)', 20, lambda k: dpm_solver_sample(m, s, (n, 1, 28, 28), steps=20, generator=torch.Generator().manual_seed(k)))]:
-        score('diffnb', sampler, nfe, n_params(m), tr.step, ips, loss, fn)
+    seed = lambda k: torch.Generator().manual_seed(k)
+    runs = {'DDIM': [(50, lambda k: ddim_sample(m, s, (n, 1, 28, 28), steps=50, generator=seed(k)))],
+            'DDIM, log-SNR timesteps': [(10, lambda k: ddim_sample(m, s, (n, 1, 28, 28), steps=10, spacing='logsnr', generator=seed(k)))],
+            'DPM-Solver++(2M)': [(k_, lambda k, k_=k_: dpm_solver_sample(m, s, (n, 1, 28, 28), steps=k_, generator=seed(k))) for k_ in (10, 20)]}
+    for sampler in samplers:
+        for nfe, fn in runs[sampler]: score(system, sampler, nfe, n_params(m), tr.step, ips, loss, fn)
 
 def diffusers_rows(a, X, n, score, dev):
     "Train diffusers' UNet2DModel with DDPMScheduler and score it with DDIMScheduler"
