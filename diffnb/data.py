@@ -13,11 +13,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 # %% auto #0
-__all__ = ['ASSETS', 'MNIST_SUBSET_SHA256', 'HELDOUT_PER_CLASS', 'TORCHVISION_DATASETS', 'to_model_range', 'to_unit_range',
-           'ImageDataset', 'TensorImages', 'bundled_mnist', 'clean_stale_temps', 'atomic_write', 'image_grid',
-           'show_images', 'image_format', 'save_images', 'two_moons', 'swiss_roll', 'ring_means', 'gaussian_ring',
-           'ImageReadError', 'read_image', 'ConvertedImages', 'DownloadError', 'torchvision_images', 'image_folder',
-           'load_dataset']
+__all__ = ['ASSETS', 'TORCHVISION_DATASETS', 'to_model_range', 'to_unit_range', 'ImageDataset', 'TensorImages', 'bundled_mnist',
+           'clean_stale_temps', 'atomic_write', 'image_grid', 'show_images', 'image_format', 'save_images', 'two_moons',
+           'swiss_roll', 'ring_means', 'gaussian_ring', 'ImageReadError', 'read_image', 'ConvertedImages',
+           'DownloadError', 'torchvision_images', 'image_folder', 'load_dataset']
 
 # %% ../nbs/00_data.ipynb #74eb15a2
 def to_model_range(
@@ -51,7 +50,8 @@ class ImageDataset(Dataset):
         items = [self[int(i)] for i in idx]
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
     def __repr__(self):
-        return f'{type(self).__name__}({self.name!r}: {len(self)} images of shape {tuple(self.shape)}, {self.n_classes} classes)'
+        return (f'{type(self).__name__}({self.name!r}: {len(self)} images of shape {tuple(self.shape)}, '
+                f'{self.n_classes} classes)')
 
 # %% ../nbs/00_data.ipynb #de2fd4ad
 class TensorImages(ImageDataset):
@@ -63,12 +63,16 @@ class TensorImages(ImageDataset):
         name:str='tensors', # a short name for printing
     ):
         images, labels = torch.as_tensor(images), torch.as_tensor(labels)
-        if images.ndim != 4: raise ValueError(f'images must have shape (N, C, H, W), got {tuple(images.shape)}')
-        if not images.is_floating_point(): raise ValueError(f'images must be floats in [-1, 1], got dtype {images.dtype}')
+        if images.ndim != 4:
+            raise ValueError(f'images must have shape (N, C, H, W), got {tuple(images.shape)}')
+        if not images.is_floating_point():
+            raise ValueError(f'images must be floats in [-1, 1], got dtype {images.dtype}')
         if labels.shape != images.shape[:1]:
-            raise ValueError(f'labels must have shape ({len(images)},) to match images, got {tuple(labels.shape)}')
+            raise ValueError(f'labels must have shape ({len(images)},) to match images, '
+                             f'got {tuple(labels.shape)}')
         self.images, self.labels, self.name = images, labels.long(), name
-        self.classes = list(classes) if classes is not None else [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+        n = int(labels.max()) + 1 if len(labels) else 0
+        self.classes = list(classes) if classes is not None else [str(i) for i in range(n)]
         self.shape = tuple(images.shape[1:])
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return self.images[i], int(self.labels[i])
@@ -83,8 +87,8 @@ class TensorImages(ImageDataset):
 
 # %% ../nbs/00_data.ipynb #4ab9157a
 ASSETS = Path(__file__).parent/'assets' if '__file__' in globals() else Path('../diffnb/assets')
-MNIST_SUBSET_SHA256 = '809ec085d551285cf9efad12c42a6aead98c62f96eb9936cc5b778870773e50d'
-HELDOUT_PER_CLASS = 100
+_MNIST_SUBSET_SHA256 = '809ec085d551285cf9efad12c42a6aead98c62f96eb9936cc5b778870773e50d'
+_HELDOUT_PER_CLASS = 100   # held-out digits of each class
 
 def _heldout_mask(images, labels, per_class):
     "The held-out images: in each class, the `per_class` whose content hashes lowest (fixed, random-like, version-proof)"
@@ -100,18 +104,22 @@ def bundled_mnist(
     check:bool=False, # verify the file's content checksum first
 )->TensorImages: # digits, 1x28x28 in [-1, 1], labels 0..9
     "The MNIST subset that ships with diffnb (500 images of each digit, no download needed), or one part of its fixed split"
-    if split not in (None, 'all', 'train', 'heldout'): raise ValueError(f"split must be None, 'train' or 'heldout', got {split!r}")
+    if split not in (None, 'all', 'train', 'heldout'):
+        raise ValueError(f"split must be None, 'train' or 'heldout', got {split!r}")
     path = ASSETS/'mnist_subset.npz'
-    if not path.exists(): raise FileNotFoundError(f'the bundled MNIST file is missing: {path} (reinstall diffnb)')
+    if not path.exists():
+        raise FileNotFoundError(f'the bundled MNIST file is missing: {path} (reinstall diffnb)')
     with np.load(path) as f: images, labels = f['images'], f['labels']
     if check:
         digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
-        if digest != MNIST_SUBSET_SHA256: raise ValueError(f'{path} is damaged: checksum {digest} != {MNIST_SUBSET_SHA256}')
+        if digest != _MNIST_SUBSET_SHA256:
+            raise ValueError(f'{path} is damaged: checksum {digest} != {_MNIST_SUBSET_SHA256}')
     name = 'bundled MNIST'
     if split in ('train', 'heldout'):
-        hold = _heldout_mask(images, labels, HELDOUT_PER_CLASS)
+        hold = _heldout_mask(images, labels, _HELDOUT_PER_CLASS)
         keep = hold if split == 'heldout' else ~hold
-        images, labels, name = images[keep], labels[keep], f'bundled MNIST, {"held-out" if split == "heldout" else "training"} part'
+        part = 'held-out' if split == 'heldout' else 'training'
+        images, labels, name = images[keep], labels[keep], f'bundled MNIST, {part} part'
     x = to_model_range(images[:, None])
     return TensorImages(x, torch.from_numpy(labels.astype(np.int64)), [str(i) for i in range(10)], name)
 
@@ -149,7 +157,8 @@ def atomic_write(
         os.replace(tmp, path)
     except OSError as e:
         why = e.strerror or str(e) or type(e).__name__
-        raise (type(e)(e.errno, f'cannot write {path}: {why}') if e.errno else OSError(f'cannot write {path}: {why}')) from None
+        msg = f'cannot write {path}: {why}'
+        raise (type(e)(e.errno, msg) if e.errno else OSError(msg)) from None
     finally:
         if tmp.exists(): tmp.unlink()
     return path
@@ -202,7 +211,8 @@ def image_format(
     Image.init()
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
-        raise ValueError(f'cannot write an image named {Path(path).name!r}: use an image extension such as .png, .jpg or .webp')
+        raise ValueError(f'cannot write an image named {Path(path).name!r}: '
+                         'use an image extension such as .png, .jpg or .webp')
     return fmt
 
 def save_images(
@@ -273,7 +283,8 @@ def gaussian_ring(
 class ImageReadError(ValueError):
     "An image file that cannot be read: not an image, cut short, or of a kind diffnb does not handle"
     def __init__(self, msg=''):
-        if isinstance(msg, str) and '\nOriginal Traceback' in msg:      # re-raised from a DataLoader worker: keep the message
+        # re-raised from a DataLoader worker: keep the message
+        if isinstance(msg, str) and '\nOriginal Traceback' in msg:
             msg = msg.rstrip().splitlines()[-1].split(': ', 1)[-1]
         super().__init__(msg)
 
@@ -283,7 +294,7 @@ def read_image(
     path, # an image file
     channels:int=None, # 1 (grey) or 3 (RGB); default: grey files stay grey, everything else becomes RGB
 )->Tensor: # float (C, H, W) in [0, 1]
-    "Read an image file of any bit depth (16-bit grey levels are scaled, not clipped); a damaged file raises `ImageReadError` naming it"
+    "Read an image file of any bit depth (16-bit grey is scaled, not clipped); a damaged file raises `ImageReadError`"
     from PIL import Image, UnidentifiedImageError
     if channels not in (None, 1, 3): raise ValueError(f'channels must be 1, 3 or None, got {channels!r}')
     path = Path(path)
@@ -293,17 +304,22 @@ def read_image(
             im.load()
             if im.mode in _SIXTEEN_BIT:
                 a = np.array(im, dtype=np.float64)
-                if a.min() < 0 or a.max() > 65535: raise ImageReadError(f'cannot read the image {path}: 32-bit integer images are not supported')
+                if a.min() < 0 or a.max() > 65535:
+                    raise ImageReadError(f'cannot read the image {path}: 32-bit integer images are not supported')
                 a = (a / 65535).astype(np.float32)[None]
-            elif im.mode == 'F': raise ImageReadError(f'cannot read the image {path}: floating-point images are not supported (save it with 8 or 16 bits)')
-            elif im.mode in ('1', 'L', 'LA', 'La'): a = np.array(im.convert('L'), dtype=np.float32)[None] / 255
+            elif im.mode == 'F':
+                raise ImageReadError(f'cannot read the image {path}: '
+                                     'floating-point images are not supported (save it with 8 or 16 bits)')
+            elif im.mode in ('1', 'L', 'LA', 'La'):
+                a = np.array(im.convert('L'), dtype=np.float32)[None] / 255
             else: a = np.array(im.convert('RGB'), dtype=np.float32).transpose(2, 0, 1) / 255
     except ImageReadError: raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ImageReadError(f'cannot read the image {path}: {why}') from None
     x = torch.from_numpy(np.ascontiguousarray(a))
-    if channels == 1 and x.shape[0] == 3: x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0, keepdim=True)
+    if channels == 1 and x.shape[0] == 3:
+        x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0, keepdim=True)
     elif channels == 3 and x.shape[0] == 1: x = x.expand(3, -1, -1).contiguous()
     return x
 
@@ -337,7 +353,8 @@ class ConvertedImages(ImageDataset):
         if x.ndim == 2: x = x[None]
         if self.resize is not None: x = self.resize(x)
         if x.shape[0] == 4: x = x[:3]
-        if self.channels == 1 and x.shape[0] == 3: x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0, keepdim=True)
+        if self.channels == 1 and x.shape[0] == 3:
+            x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0, keepdim=True)
         elif self.channels == 3 and x.shape[0] == 1: x = x.expand(3, -1, -1)
         return (x * 2 - 1).clamp(-1, 1).contiguous()
     def __len__(self): return len(self.source)
@@ -378,15 +395,21 @@ def torchvision_images(
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (math.isfinite(timeout) and timeout > 0):
         raise ValueError(f'timeout must be a positive number of seconds, got {timeout!r}')
     try:
-        with _socket_timeout(timeout): src = getattr(D, TORCHVISION_DATASETS[name])(root=str(root), train=train, download=download)
+        with _socket_timeout(timeout):
+            src = getattr(D, TORCHVISION_DATASETS[name])(root=str(root), train=train, download=download)
     except Exception as e:
         lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-        if not download: raise FileNotFoundError(f'{name} is not in {root} ({lines[0] if lines else type(e).__name__}); allow the download, or copy it there') from None
-        why = f'no answer within {timeout:g} s' if isinstance(e, TimeoutError) or 'timed out' in str(e) else (lines[-1] if lines else type(e).__name__)
-        raise DownloadError(f'could not download {name} into {root} ({why}); without internet, copy the folder {root} from a machine '
+        if not download:
+            why = lines[0] if lines else type(e).__name__
+            raise FileNotFoundError(f'{name} is not in {root} ({why}); allow the download, or copy it there') from None
+        timed_out = isinstance(e, TimeoutError) or 'timed out' in str(e)
+        why = f'no answer within {timeout:g} s' if timed_out else (lines[-1] if lines else type(e).__name__)
+        raise DownloadError(f'could not download {name} into {root} ({why}); without internet, '
+                            f'copy the folder {root} from a machine '
                             f'where the download worked, or use the bundled digits') from None
     return ConvertedImages(src, size=size, name=name)
 
+# %% ../nbs/00_data.ipynb #c41f0a7e
 def image_folder(
     path, # a folder with one sub-folder of images per class (`path/cat/1.png`, ...)
     size:int=32, # resize and centre-crop every image to size x size
@@ -399,7 +422,8 @@ def image_folder(
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f'image folder not found: {path}')
     try: src = ImageFolder(str(path), loader=read_image)
-    except FileNotFoundError as e: raise FileNotFoundError(f'{path}: {(str(e).splitlines() or [""])[0]}') from None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f'{path}: {(str(e).splitlines() or [""])[0]}') from None
     return ConvertedImages(src, channels=channels, size=size, name=path.name)
 
 # %% ../nbs/00_data.ipynb #15b53a2f
@@ -414,8 +438,11 @@ def load_dataset(
     "Get an `ImageDataset` by name"
     _check_size(size)
     if name in ('bundled', 'bundled_mnist', 'bundled:train', 'bundled:heldout'):
-        if size is not None: raise ValueError(f'size applies to torchvision datasets and image folders; the bundled digits are 28x28')
+        if size is not None:
+            raise ValueError(f'size applies to torchvision datasets and image folders; the bundled digits are 28x28')
         return bundled_mnist(name.split(':')[1] if ':' in name else None)
-    if name in TORCHVISION_DATASETS: return torchvision_images(name, root, download=download, size=size, timeout=timeout)
+    if name in TORCHVISION_DATASETS:
+        return torchvision_images(name, root, download=download, size=size, timeout=timeout)
     if Path(name).is_dir(): return image_folder(name, size=size or 32, channels=channels)
-    raise ValueError(f"dataset must be 'bundled', one of {sorted(TORCHVISION_DATASETS)} or an existing folder, got {name!r}")
+    raise ValueError("dataset must be 'bundled', "
+                     f"one of {sorted(TORCHVISION_DATASETS)} or an existing folder, got {name!r}")

@@ -25,9 +25,11 @@ def check_timesteps(
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f'{name} must hold integer timesteps, got dtype {t.dtype}')
     if t.ndim == 0: t = t.expand(batch)
-    if t.shape != (batch,): raise ValueError(f'{name} must have shape ({batch},) to match the batch, got {tuple(t.shape)}')
+    if t.shape != (batch,):
+        raise ValueError(f'{name} must have shape ({batch},) to match the batch, got {tuple(t.shape)}')
     if batch and (t.min() < 0 or t.max() >= s.T):
-        raise ValueError(f'{name} must lie in [0, {s.T - 1}] for a schedule with T={s.T}, got values from {t.min().item()} to {t.max().item()}')
+        raise ValueError(f'{name} must lie in [0, {s.T - 1}] for a schedule with T={s.T}, '
+                         f'got values from {t.min().item()} to {t.max().item()}')
     return t.long()
 
 # %% ../nbs/02_forward.ipynb #0dd9c571
@@ -39,7 +41,9 @@ def q_sample(
 )->Tensor: # x_t, same shape as x0
     "Sample q(x_t | x_0): sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (Ho et al. 2020, eq. 4)"
     if x0.ndim < 1: raise ValueError('x0 must have a batch dimension')
-    if noise.shape != x0.shape: raise ValueError(f'noise must have the same shape as x0 {tuple(x0.shape)}, got {tuple(noise.shape)}')
+    if noise.shape != x0.shape:
+        raise ValueError(f'noise must have the same shape as x0 {tuple(x0.shape)}, '
+                         f'got {tuple(noise.shape)}')
     t = check_timesteps(t, s, x0.shape[0], s.device)
     return expand_at(s.sqrt_alpha_bar, t, x0) * x0 + expand_at(s.sqrt_one_minus_alpha_bar, t, x0) * noise
 
@@ -51,7 +55,9 @@ def q_posterior(
     s:NoiseSchedule, # the noise schedule
 )->tuple: # (mean, variance, clipped log-variance), each broadcastable to x0's shape
     "Mean and variance of the posterior q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eqs. 6-7)"
-    if x_t.shape != x0.shape: raise ValueError(f'x_t must have the same shape as x0 {tuple(x0.shape)}, got {tuple(x_t.shape)}')
+    if x_t.shape != x0.shape:
+        raise ValueError(f'x_t must have the same shape as x0 {tuple(x0.shape)}, '
+                         f'got {tuple(x_t.shape)}')
     t = check_timesteps(t, s, x0.shape[0], s.device)
     mean = expand_at(s.posterior_mean_coef1, t, x0) * x0 + expand_at(s.posterior_mean_coef2, t, x0) * x_t
     return mean, expand_at(s.posterior_variance, t, x0), expand_at(s.posterior_log_variance_clipped, t, x0)
@@ -63,7 +69,8 @@ def check_prediction(
     prediction:str, # what a network predicts
 )->str: # the same, once checked
     "Validate a prediction type: one of `PREDICTIONS`"
-    if prediction not in PREDICTIONS: raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     return prediction
 
 def prediction_target(
@@ -100,7 +107,8 @@ def split_prediction(
     prediction:str='eps', # what the network predicts: 'eps', 'x0' or 'v'
 )->tuple: # (eps_hat, x0_hat)
     "`convert_prediction` at a batch of timesteps"
-    return convert_prediction(out, x_t, expand_at(s.sqrt_alpha_bar, t, x_t), expand_at(s.sqrt_one_minus_alpha_bar, t, x_t), prediction)
+    a, b = expand_at(s.sqrt_alpha_bar, t, x_t), expand_at(s.sqrt_one_minus_alpha_bar, t, x_t)
+    return convert_prediction(out, x_t, a, b, prediction)
 
 # %% ../nbs/02_forward.ipynb #4c3d283c
 def forward_widget(

@@ -19,9 +19,11 @@ def pretrained_path(
     name:str='mnist', # a key of `PRETRAINED`
 )->Path:
     "Where a bundled model's file is"
-    if name not in PRETRAINED: raise ValueError(f'unknown bundled model {name!r}; available: {sorted(PRETRAINED)}')
+    if name not in PRETRAINED:
+        raise ValueError(f'unknown bundled model {name!r}; available: {sorted(PRETRAINED)}')
     path = ASSETS/PRETRAINED[name]
-    if not path.exists(): raise FileNotFoundError(f'the bundled model file is missing: {path} (reinstall diffnb)')
+    if not path.exists():
+        raise FileNotFoundError(f'the bundled model file is missing: {path} (reinstall diffnb)')
     return path
 
 def load_pretrained(

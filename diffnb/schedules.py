@@ -23,7 +23,8 @@ class NoiseSchedule:
         device=None, # where the stored tensors live
     ):
         b = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
-        if b.ndim != 1 or len(b) < 1: raise ValueError(f'betas must be a non-empty 1-D sequence, got shape {tuple(b.shape)}')
+        if b.ndim != 1 or len(b) < 1:
+            raise ValueError(f'betas must be a non-empty 1-D sequence, got shape {tuple(b.shape)}')
         if not ((b > 0) & (b < 1)).all(): raise ValueError('betas must lie strictly between 0 and 1')
         self.name, self.config = name, dict(config or {'name': 'custom', 'betas': b.tolist()})
         self.betas64, self.dtype = b, dtype
@@ -38,7 +39,8 @@ class NoiseSchedule:
             snr=ab / (1 - ab), log_snr=ab.log() - (1 - ab).log(),
             posterior_variance=post_var,
             # the variance is 0 at t=0: use the next value for its log, as DDPM does
-            posterior_log_variance_clipped=torch.cat([post_var[1:2], post_var[1:]]).log() if len(b) > 1 else post_var.clamp_min(1e-20).log(),
+            posterior_log_variance_clipped=(torch.cat([post_var[1:2], post_var[1:]]) if len(b) > 1
+                                            else post_var.clamp_min(1e-20)).log(),
             posterior_mean_coef1=b * ab_prev.sqrt() / (1 - ab),
             posterior_mean_coef2=(1 - ab_prev) * a.sqrt() / (1 - ab),
         )
@@ -120,7 +122,8 @@ def sigmoid_schedule(
     u = torch.arange(T + 1, dtype=torch.float64) / T
     ab = (ve - v(u)) / (ve - vs)
     betas = (1 - ab[1:] / ab[:-1]).clamp(min=1e-12, max=max_beta)
-    return NoiseSchedule(betas, 'sigmoid', dict(name='sigmoid', T=T, start=start, end=end, tau=tau, max_beta=max_beta), dtype)
+    cfg = dict(name='sigmoid', T=T, start=start, end=end, tau=tau, max_beta=max_beta)
+    return NoiseSchedule(betas, 'sigmoid', cfg, dtype)
 
 # %% ../nbs/01_schedules.ipynb #2d6a0a42
 SCHEDULES = dict(linear=linear_schedule, cosine=cosine_schedule, sigmoid=sigmoid_schedule)
@@ -133,7 +136,8 @@ def schedule_from_config(
     name = cfg.pop('name', None)
     if name == 'custom': return NoiseSchedule(cfg['betas'])
     if name == 'cosine' and 's' in cfg: cfg['offset'] = cfg.pop('s')   # written before the offset was renamed
-    if name not in SCHEDULES: raise ValueError(f'unknown schedule {name!r}; expected one of {sorted(SCHEDULES)} or custom')
+    if name not in SCHEDULES:
+        raise ValueError(f'unknown schedule {name!r}; expected one of {sorted(SCHEDULES)} or custom')
     return SCHEDULES[name](**cfg)
 
 def make_schedule(
@@ -142,7 +146,8 @@ def make_schedule(
     **kwargs
 )->NoiseSchedule:
     "A schedule by name; `kwargs` are the schedule's own arguments"
-    if name not in SCHEDULES: raise ValueError(f'schedule must be one of {sorted(SCHEDULES)}, got {name!r}')
+    if name not in SCHEDULES:
+        raise ValueError(f'schedule must be one of {sorted(SCHEDULES)}, got {name!r}')
     return SCHEDULES[name](T=T, **kwargs)
 
 # %% ../nbs/01_schedules.ipynb #9f9cbc0f
@@ -151,7 +156,8 @@ def schedule_widget():
     import ipywidgets as W
     import matplotlib.pyplot as plt
     def plot(T, beta_end, offset, start, end, tau):
-        ss = [linear_schedule(T, beta_end=beta_end), cosine_schedule(T, offset=offset), sigmoid_schedule(T, start, end, tau)]
+        ss = [linear_schedule(T, beta_end=beta_end), cosine_schedule(T, offset=offset),
+              sigmoid_schedule(T, start, end, tau)]
         fig, axs = plt.subplots(1, 2, figsize=(11, 3.5))
         for sc in ss:
             axs[0].plot(sc.alpha_bar, label=sc.name); axs[1].plot(sc.log_snr, label=sc.name)

@@ -70,7 +70,8 @@ class SelfAttention(nn.Module):
         groups:int=8, # GroupNorm groups
     ):
         super().__init__()
-        if channels % heads: raise ValueError(f'channels ({channels}) must be divisible by heads ({heads})')
+        if channels % heads:
+            raise ValueError(f'channels ({channels}) must be divisible by heads ({heads})')
         self.heads, self.norm = heads, group_norm(channels, groups)
         self.qkv, self.proj = nn.Conv2d(channels, 3 * channels, 1), nn.Conv2d(channels, channels, 1)
 
@@ -119,7 +120,8 @@ def _down_path(
     down, skips, c = nn.ModuleList(), [channels[0]], channels[0]
     for i, ch in enumerate(channels):
         for _ in range(n_blocks):
-            down.append(_level_block(c, ch, emb_dim, i in attn_levels, heads, dropout, groups)); c = ch; skips.append(c)
+            down.append(_level_block(c, ch, emb_dim, i in attn_levels, heads, dropout, groups))
+            c = ch; skips.append(c)
         if i < len(channels) - 1:
             down.append(nn.Conv2d(c, c, 3, stride=2, padding=1)); skips.append(c)
     return down, skips
@@ -163,7 +165,8 @@ def _up_path(
     up, skips = nn.ModuleList(), list(skips)
     for i, ch in reversed(list(enumerate(channels))):
         for _ in range(n_blocks + 1):
-            up.append(_level_block(c + skips.pop(), ch, emb_dim, i in attn_levels, heads, dropout, groups)); c = ch
+            up.append(_level_block(c + skips.pop(), ch, emb_dim, i in attn_levels, heads, dropout, groups))
+            c = ch
         if i > 0: up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(c, c, 3, padding=1)))
     return up
 
@@ -197,9 +200,12 @@ class UNet(nn.Module):
         channels, attn_levels = tuple(channels), tuple(attn_levels)
         if not channels: raise ValueError('channels must list at least one level width')
         if any(not 0 <= i < len(channels) for i in attn_levels):
-            raise ValueError(f'attn_levels must index into channels (0..{len(channels) - 1}), got {attn_levels}')
-        if prediction not in ('eps', 'x0', 'v'): raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
-        if n_classes is not None and n_classes < 1: raise ValueError(f'n_classes must be a positive integer or None, got {n_classes}')
+            raise ValueError(f'attn_levels must index into channels (0..{len(channels) - 1}), '
+                             f'got {attn_levels}')
+        if prediction not in ('eps', 'x0', 'v'):
+            raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
+        if n_classes is not None and n_classes < 1:
+            raise ValueError(f'n_classes must be a positive integer or None, got {n_classes}')
         self.config = dict(in_channels=in_channels, out_channels=out_channels or in_channels, channels=channels,
                            n_blocks=n_blocks, attn_levels=attn_levels, heads=heads, n_classes=n_classes, dropout=dropout,
                            groups=groups, mid_attn=mid_attn, prediction=prediction)
@@ -228,14 +234,16 @@ def _check(self:UNet, x, t, y):
     if t.ndim == 0: t = t.expand(B)
     if t.shape != (B,): raise ValueError(f't must have shape ({B},) to match x, got {tuple(t.shape)}')
     if self.n_classes is None:
-        if y is not None: raise ValueError('y must be None: this UNet has no class conditioning (n_classes=None)')
+        if y is not None:
+            raise ValueError('y must be None: this UNet has no class conditioning (n_classes=None)')
         return t, None
     if y is None: return t, torch.full((B,), self.n_classes, device=x.device, dtype=torch.long)
     y = torch.as_tensor(y, device=x.device)
     if y.ndim == 0: y = y.expand(B)
     if y.shape != (B,): raise ValueError(f'y must have shape ({B},) to match x, got {tuple(y.shape)}')
     if y.is_floating_point() or y.min() < 0 or y.max() > self.n_classes:
-        raise ValueError(f'y must hold class indices in [0, {self.n_classes - 1}] (or {self.n_classes} for "no class")')
+        raise ValueError('y must hold class indices in [0, '
+                         f'{self.n_classes - 1}] (or {self.n_classes} for "no class")')
     return t, y.long()
 
 # %% ../nbs/03_unet.ipynb #6edb7e9e
@@ -265,11 +273,15 @@ def shape_table(
             [('mid1', model.mid1), ('mid_attn', model.mid_attn), ('mid2', model.mid2)] + \
             [(f'up.{i}', m) for i, m in enumerate(model.up)] + [('conv_out', model.conv_out)]
     for name, m in named:
-        mod = m[1] if isinstance(m, nn.ModuleList) and not isinstance(m[1], nn.Identity) else (m[0] if isinstance(m, nn.ModuleList) else m)
-        kind = ('ResBlock + attention' if isinstance(m[1], SelfAttention) else 'ResBlock') if isinstance(m, nn.ModuleList) else \
-               ('downsample' if isinstance(m, nn.Conv2d) and m.stride == (2, 2) else 'upsample' if isinstance(m, nn.Sequential) else type(m).__name__)
+        if isinstance(m, nn.ModuleList):                  # a level's block: (ResBlock, attention or identity)
+            attn = isinstance(m[1], SelfAttention)
+            mod, kind = (m[1] if attn else m[0]), ('ResBlock + attention' if attn else 'ResBlock')
+        else:
+            down = isinstance(m, nn.Conv2d) and m.stride == (2, 2)
+            mod, kind = m, 'downsample' if down else 'upsample' if isinstance(m, nn.Sequential) else type(m).__name__
         n = sum(p.numel() for p in m.parameters())
-        hooks.append(mod.register_forward_hook(lambda _m, _i, o, name=name, kind=kind, n=n: rows.append((name, kind, tuple(o.shape[1:]), n))))
+        record = lambda _m, _i, o, name=name, kind=kind, n=n: rows.append((name, kind, tuple(o.shape[1:]), n))
+        hooks.append(mod.register_forward_hook(record))
     try:
         with torch.no_grad(): model(x, torch.zeros(len(x), dtype=torch.long))
     finally:
@@ -291,7 +303,8 @@ def unet_preset(
     **kwargs
 )->UNet:
     "A `UNet` from a named preset; keyword arguments override the preset's (e.g. `n_classes=10`)"
-    if name not in UNET_PRESETS: raise ValueError(f'preset must be one of {sorted(UNET_PRESETS)}, got {name!r}')
+    if name not in UNET_PRESETS:
+        raise ValueError(f'preset must be one of {sorted(UNET_PRESETS)}, got {name!r}')
     return UNet(**{**UNET_PRESETS[name], **kwargs})
 
 def n_params(

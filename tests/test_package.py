@@ -1,9 +1,12 @@
 "The package installs and imports cleanly, without nbdev, and carries its data and model."
-import sys, importlib
+import sys, importlib, pkgutil
+import diffnb
 from conftest import run
 
-MODULES = ['data', 'schedules', 'forward', 'unet', 'training', 'pretrained', 'ddpm', 'ddim', 'guidance', 'inpainting',
-           'evaluation', 'cli']
+MODULES = sorted(m.name for m in pkgutil.iter_modules(diffnb.__path__) if not m.name.startswith('_'))   # every public module
+
+def test_modules_found():
+    assert {'data', 'schedules', 'forward', 'unet', 'training', 'pretrained', 'ddpm', 'ddim', 'cli'} <= set(MODULES), MODULES
 
 def test_imports_without_nbdev():
     code = ('import sys; sys.modules["nbdev"] = None; sys.modules["fastcore.test"] = None\n'

@@ -20,6 +20,10 @@ python tools/make_readme.py --check
 step "the notebooks run top to bottom (nbdev_test; slow cells skipped)"
 OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing    # two notebooks at a time, one thread each: two cores, no oversubscription
 
+step "running the notebooks left the package directory as it was (a notebook never writes into diffnb/)"
+git diff --exit-code --stat -- diffnb
+test -z "$(git status --porcelain --untracked-files=all -- diffnb)" || { git status --short -- diffnb; exit 1; }
+
 step "the installed package, from the outside (pytest)"
 python -m pytest tests -q -p no:cacheprovider
 
