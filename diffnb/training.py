@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #f839baee
 from __future__ import annotations
-import copy, importlib, math, os, signal, socket, threading, time, warnings
+import copy, math, numbers, os, signal, socket, threading, time, warnings
 from pathlib import Path
 import torch
 from torch import nn, Tensor
@@ -14,12 +14,12 @@ from .schedules import NoiseSchedule, expand_at, schedule_from_config
 from .forward import q_sample, check_timesteps, check_prediction, PREDICTIONS, prediction_target, split_prediction
 from .unet import UNet
 from .data import atomic_write, _pid_alive
+from .checkpoint import (CHECKPOINT_FORMAT, MODEL_CLASSES, CheckpointError, register_model, save_checkpoint,
+    load_checkpoint, is_checkpoint, model_config, model_from_config, formulation_from_config, load_model)
 
 # %% auto #0
-__all__ = ['FORMULATIONS', 'CHECKPOINT_FORMAT', 'MODEL_CLASSES', 'RESUME_MAY_CHANGE', 'RUN_SETTINGS', 'GaussianModel',
-           'GaussianMixtureModel', 'loss_weights', 'diffusion_loss', 'register_formulation', 'NoisePrediction', 'EMA',
-           'register_model', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'model_from_config',
-           'model_config', 'formulation_from_config', 'load_model', 'default_device', 'distributed_env',
+__all__ = ['FORMULATIONS', 'RESUME_MAY_CHANGE', 'RUN_SETTINGS', 'GaussianModel', 'GaussianMixtureModel', 'loss_weights',
+           'diffusion_loss', 'register_formulation', 'NoisePrediction', 'EMA', 'default_device', 'distributed_env',
            'init_distributed', 'Trainer', 'TrainingInterrupted', 'DataError', 'RunLockedError', 'RunLock']
 
 # %% ../nbs/04_training.ipynb #85e361a6
@@ -200,179 +200,6 @@ class EMA:
         self.decay, self.updates = sd['decay'], sd['updates']
         self.model.load_state_dict(sd['model'])
 
-# %% ../nbs/04_training.ipynb #350fe692
-CHECKPOINT_FORMAT = 'diffnb-checkpoint'
-MODEL_CLASSES = {'UNet': UNet}
-
-def register_model(
-    cls:type, # an nn.Module subclass whose `config` attribute holds its constructor's arguments
-)->type:
-    "Make a model class loadable from checkpoints by its name"
-    MODEL_CLASSES[cls.__name__] = cls
-    return cls
-
-class CheckpointError(ValueError):
-    "A file that is not a readable diffnb checkpoint"
-
-def save_checkpoint(
-    ckpt:dict, # the checkpoint's content (tensors, numbers, strings, lists, dicts)
-    path, # where to write it
-)->Path:
-    "Write `ckpt` to `path` atomically: a temporary file in the same folder, then a rename (chapter 0's `atomic_write`)"
-    return atomic_write(path, lambda f: torch.save({'format': CHECKPOINT_FORMAT, **ckpt}, f))
-
-def load_checkpoint(
-    path, # a file written by `save_checkpoint`
-    map_location='cpu', # where to load tensors
-)->dict:
-    "Read a checkpoint, with a clear error for a missing, truncated or foreign file"
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'checkpoint not found: {path}')
-    try: ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}') from None
-    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
-        raise CheckpointError(f'{path} is not a diffnb checkpoint (it has no "format": "{CHECKPOINT_FORMAT}" entry)')
-    return ckpt
-
-# %% ../nbs/04_training.ipynb #d0bd76b7
-def _lookup(table:dict, name, module, what:str):
-    "A registered class by name, importing its diffnb module first if needed"
-    if name not in table and isinstance(module, str) and module.startswith('diffnb.') and module.replace('.', '').replace('_', '').isalnum():
-        try: importlib.import_module(module)
-        except ImportError: pass
-    if name not in table:                 # recorded from a notebook (module '__main__'), say: the chapter modules register it
-        import pkgutil, diffnb
-        for m in pkgutil.iter_modules(diffnb.__path__):
-            if not m.name.startswith('_') and m.name != 'cli':
-                try: importlib.import_module(f'diffnb.{m.name}')
-                except ImportError: pass
-    if name not in table: raise CheckpointError(f'unknown {what} {name!r}; expected one of {sorted(table)}')
-    return table[name]
-
-_MAX_MODULES, _MAX_T = 100_000, 100_000    # what a stored configuration may ask for: submodules, diffusion steps
-
-def _first_line(e:Exception)->str: return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-def _build_bounded(cls, config:dict, max_params:int, device):
-    "`cls(**config)` on `device`, stopped as soon as it registers more than `max_params` parameters or `_MAX_MODULES` submodules"
-    from torch.nn.modules.module import register_module_parameter_registration_hook, register_module_module_registration_hook
-    me, seen = threading.get_ident(), [0, 0]
-    def on_param(module, name, p):
-        if threading.get_ident() == me and p is not None:
-            seen[0] += p.numel()
-            if seen[0] > max_params: raise CheckpointError(f'the stored configuration asks for more than {max_params:,} parameters')
-    def on_module(module, name, sub):
-        if threading.get_ident() == me:
-            seen[1] += 1
-            if seen[1] > _MAX_MODULES: raise CheckpointError(f'the stored configuration asks for more than {_MAX_MODULES:,} submodules')
-    hooks = [register_module_parameter_registration_hook(on_param), register_module_module_registration_hook(on_module)]
-    try:
-        with torch.device(device): return cls(**config)
-    finally:
-        for h in hooks: h.remove()
-
-def _check_state(model:nn.Module, state)->None:
-    "Raise CheckpointError unless `state` has exactly the names and shapes of `model`'s weights"
-    if not isinstance(state, dict): raise CheckpointError(f'the stored weights must be a dict of tensors, got {type(state).__name__}')
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    have = {k: tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for k, v in state.items()}
-    problems = [f'missing {k}' for k in want if k not in have] + [f'unexpected {k}' for k in have if k not in want]
-    problems += [f'{k} has shape {have[k]}, the configuration needs {want[k]}' for k in want if k in have and have[k] != want[k]]
-    if problems: raise CheckpointError(f'the stored weights do not fit the stored configuration ({"; ".join(problems[:3])}'
-                                       + (f'; {len(problems) - 3} more' if len(problems) > 3 else '') + ')')
-
-def model_from_config(
-    cfg:dict, # {'class': name, 'config': keyword arguments}, as stored in a checkpoint
-    state:dict=None, # the weights that will be loaded into it: their names and shapes must fit, checked before allocating
-    max_params:int=10**9, # refuse a configuration that asks for more parameters (10**9 floats are 4 GB)
-)->nn.Module:
-    "Build an (untrained) model from its stored description; what it asks for is checked on the meta device first, so a hostile configuration cannot allocate memory"
-    if not isinstance(cfg, dict) or not isinstance(cfg.get('config', {}), dict) or not all(isinstance(k, str) for k in cfg.get('config', {})):
-        raise CheckpointError(f'the model description must be a dict with "class" and "config", got {type(cfg).__name__}')
-    cls, config = _lookup(MODEL_CLASSES, cfg.get('class'), cfg.get('module'), 'model class'), cfg.get('config', {})
-    try: meta = _build_bounded(cls, config, max_params, 'meta')          # nothing is allocated on the meta device
-    except CheckpointError: raise
-    except (TypeError, ValueError) as e: raise CheckpointError(f'the stored configuration does not fit {cls.__name__}: {_first_line(e)}') from None
-    except Exception: meta = None                  # a class that cannot be built on the meta device is counted while it is built for real
-    if meta is not None:
-        n = sum(t.numel() for t in [*meta.parameters(), *meta.buffers()])
-        if n > max_params: raise CheckpointError(f'the stored configuration asks for {n:,} parameters, more than {max_params:,}')
-        if state is not None: _check_state(meta, state)
-        del meta
-    try: model = _build_bounded(cls, config, max_params, 'cpu')
-    except CheckpointError: raise
-    except Exception as e: raise CheckpointError(f'the stored configuration does not fit {cls.__name__}: {_first_line(e)}') from None
-    if state is not None: _check_state(model, state)
-    return model
-
-def model_config(
-    model:nn.Module, # a model whose class was registered
-)->dict: # what `model_from_config` rebuilds it from
-    "The stored description of a model: class, module and constructor arguments"
-    return {'class': type(model).__name__, 'module': type(model).__module__, 'config': getattr(model, 'config', {})}
-
-def _check_steps_asked(cfg, depth:int=0):
-    "Refuse a stored schedule whose number of steps `T` (or list of `betas`) is not a sane size"
-    if depth > 8: raise CheckpointError('the stored formulation is nested too deeply')
-    items = cfg.items() if isinstance(cfg, dict) else enumerate(cfg) if isinstance(cfg, (list, tuple)) and depth else ()
-    for k, v in items:
-        if k == 'T' and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _MAX_T):
-            raise CheckpointError(f'the stored schedule asks for T={v!r} diffusion steps; diffnb accepts an integer in [1, {_MAX_T:,}]')
-        if k == 'betas' and (not hasattr(v, '__len__') or len(v) > _MAX_T):
-            raise CheckpointError(f'the stored schedule lists more than {_MAX_T:,} betas')
-        if isinstance(v, (dict, list, tuple)) and k != 'betas': _check_steps_asked(v, depth + 1)
-
-def formulation_from_config(
-    ckpt:dict, # a checkpoint's content
-)->object:
-    "The formulation a checkpoint was trained with; checkpoints older than formulations hold a schedule and a prediction type"
-    cfg = ckpt.get('formulation')
-    try:
-        if cfg is None:                                  # the original format: chapter 4's formulation
-            if not isinstance(ckpt.get('schedule'), dict): raise CheckpointError('the checkpoint holds neither a formulation nor a schedule')
-            _check_steps_asked(ckpt['schedule'])
-            pred = ckpt.get('model_config', {}).get('config', {}).get('prediction', 'eps')
-            return NoisePrediction(schedule_from_config(ckpt['schedule']), pred, (ckpt.get('hparams') or {}).get('min_snr_gamma'))
-        if not isinstance(cfg, dict): raise CheckpointError(f'the stored formulation must be a dict, got {type(cfg).__name__}')
-        _check_steps_asked(cfg)
-        return _lookup(FORMULATIONS, cfg.get('kind'), cfg.get('module'), 'formulation').from_config(cfg)
-    except CheckpointError: raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f'the stored formulation cannot be rebuilt ({type(e).__name__}: {_first_line(e)})') from None
-
-def _sample_shape(ckpt:dict, model)->tuple:
-    "The (C, H, W) of the training images, checked: three positive sizes, the model's channels, at most 4096 pixels a side"
-    shape = (ckpt.get('data') or {}).get('shape') or ()
-    ok = isinstance(shape, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
-    if ok and shape: ok = len(shape) == 3 and 1 <= shape[0] <= 64 and all(1 <= v <= 4096 for v in shape[1:]) \
-                           and shape[0] == getattr(model, 'in_channels', shape[0])
-    if not ok: raise CheckpointError(f'the stored image shape {shape!r} is not (channels, height, width) of sane sizes for this model')
-    return tuple(shape)
-
-def load_model(
-    path, # a checkpoint or a bundled model file
-    ema:bool=True, # the EMA weights (else the raw training weights)
-    device=None, # where to put the model (default: CPU)
-)->tuple: # (model in eval mode, what samplers take with it: the NoiseSchedule for this chapter's models)
-    "Load a trained model and its noise schedule (or formulation) for sampling; a damaged or hostile file gives a `CheckpointError` before anything large is allocated"
-    ckpt = load_checkpoint(path)
-    if 'model_config' not in ckpt or 'model' not in ckpt: raise CheckpointError(f'{path} holds no model (keys: {sorted(ckpt)})')
-    use_ema = ema and ckpt.get('ema') is not None
-    if use_ema and not (isinstance(ckpt['ema'], dict) and 'model' in ckpt['ema']): raise CheckpointError(f'{path}: the stored EMA holds no weights')
-    state = ckpt['ema']['model'] if use_ema else ckpt['model']
-    try:
-        model = model_from_config(ckpt['model_config'], state=state)
-        try: model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as e:
-            raise CheckpointError(f'the stored weights do not fit the stored configuration ({_first_line(e)})') from None
-        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad: raise CheckpointError(f'the weights hold NaN or inf ({", ".join(bad[:3])}): the run diverged before it was saved; use an earlier checkpoint')
-        model.sample_shape = _sample_shape(ckpt, model)
-        f = formulation_from_config(ckpt)
-    except CheckpointError as e: raise CheckpointError(f'{path}: {e}') from None
-    return model.to(device or 'cpu').eval(), f.to(device or 'cpu').for_sampling()
-
 # %% ../nbs/04_training.ipynb #17312163
 def default_device(
     local_rank:int=0, # the process's GPU index on this machine (under torchrun)
@@ -405,8 +232,33 @@ def _seed_of(*parts):
 def _as_formulation(s, model, min_snr_gamma):
     if isinstance(s, NoiseSchedule): return NoisePrediction(s, getattr(model, 'prediction', 'eps'), min_snr_gamma)
     if all(hasattr(s, a) for a in ('draw_times', 'loss', 'config', 'to', 'for_sampling')): return s
-    raise ValueError(f's must be a NoiseSchedule or a formulation (with draw_times, loss, config, to, for_sampling), got {type(s).__name__}')
+    raise ValueError(f's must be a NoiseSchedule or a formulation (with draw_times, loss, config, to, for_sampling), '
+                     f'got {type(s).__name__}')
 
+def _int(v)->bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+def _real(v)->bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+_HPARAM_RULES = {    # hyperparameter: (test, what it must be) -- for values typed by a user and values read from a checkpoint
+    'batch_size': (lambda v: _int(v) and v >= 1, 'a positive multiple of the number of processes'),
+    'lr': (lambda v: _real(v) and v > 0, 'a positive number'),
+    'weight_decay': (lambda v: _real(v) and v >= 0, 'a finite number >= 0'),
+    'warmup': (lambda v: _int(v) and v >= 0, 'an integer >= 0'),
+    'grad_clip': (lambda v: v is None or _real(v) and v >= 0, 'a finite number >= 0 (0 or None: no clipping)'),
+    'ema_decay': (lambda v: _real(v) and 0 <= v < 1, 'a number in [0, 1)'),
+    'min_snr_gamma': (lambda v: v is None or _real(v) and v > 0, 'a positive number, or None for the unweighted loss'),
+    'label_dropout': (lambda v: _real(v) and 0 <= v <= 1, 'a probability in [0, 1]'),
+    'seed': (lambda v: _int(v) and 0 <= v < 2**63, 'an integer in [0, 2**63)'),
+}
+
+def _check_hparams(hp:dict, world:int=1):
+    "Raise ValueError naming the first hyperparameter in `hp` that is not a sane value"
+    for k, v in hp.items():
+        if k not in _HPARAM_RULES: raise ValueError(f'unknown hyperparameter {k!r}')
+        ok, expected = _HPARAM_RULES[k]
+        if not ok(v) or (k == 'batch_size' and v % world):
+            raise ValueError(f'{k} must be {expected}' + (f' ({world})' if k == 'batch_size' else '') + f', got {v!r}')
+
+# %% ../nbs/04_training.ipynb #f924eb0e
 class Trainer:
     "Train a diffusion model: AdamW, warm-up, clipping, EMA, label dropout, progress bar, atomic checkpoints, exact resumption"
     def __init__(self,
@@ -425,28 +277,29 @@ class Trainer:
         device=None, # where to train (default: `default_device()`)
         ckpt_path=None, # where to write checkpoints (None: never)
         ckpt_every:int=1000, # steps between checkpoints (also written at the end of `fit`)
+        overwrite:bool=False, # replace a checkpoint of another run found at `ckpt_path` (a file that is not a checkpoint never is)
         num_workers:int=0, # DataLoader workers for datasets not held in memory
         progress:bool=True, # show a progress bar
     ):
         self.rank, self.world, local_rank = distributed_env()
         self.device = torch.device(device) if device is not None else default_device(local_rank)
         self.distributed = init_distributed(self.device)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1 or batch_size % self.world:
-            raise ValueError(f'batch_size must be a positive multiple of the number of processes ({self.world}), got {batch_size}')
-        if not 0 <= label_dropout <= 1: raise ValueError(f'label_dropout must be a probability in [0, 1], got {label_dropout}')
-        if not (math.isfinite(lr) and lr > 0): raise ValueError(f'lr must be a positive number, got {lr}')
         self.formulation = _as_formulation(s, model, min_snr_gamma).to(self.device)
+        self.hparams = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip,
+                            ema_decay=ema_decay, min_snr_gamma=getattr(self.formulation, 'min_snr_gamma', min_snr_gamma),
+                            label_dropout=label_dropout, seed=seed)
+        _check_hparams(self.hparams, self.world)
+        if not _int(ckpt_every) or ckpt_every < 0: raise ValueError(f'ckpt_every must be an integer >= 0, got {ckpt_every!r}')
         self.n_classes = getattr(model, 'n_classes', None)
         if data.shape and hasattr(model, 'in_channels') and data.shape[0] != model.in_channels:
             raise ValueError(f'the data has {data.shape[0]} channels but the model expects {model.in_channels}')
         if self.n_classes is not None and data.n_classes > self.n_classes:
             raise ValueError(f'the data has {data.n_classes} classes but the model was built for n_classes={self.n_classes}')
-        self.hparams = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip,
-                            ema_decay=ema_decay, min_snr_gamma=getattr(self.formulation, 'min_snr_gamma', min_snr_gamma),
-                            label_dropout=label_dropout, seed=seed)
         self.seed, self.ckpt_path, self.ckpt_every = seed, ckpt_path and Path(ckpt_path), ckpt_every
+        self.overwrite, self._owned = overwrite, set()           # the files this run may replace (it wrote or resumed them)
         self.num_workers, self.progress = num_workers, progress
         self.model, self.s = model.to(self.device), self.formulation.for_sampling()
+        if hasattr(data, 'images'): self._check_batch(data.images, getattr(data, 'labels', None))    # all of it, once
         self.net = model
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -456,7 +309,8 @@ class Trainer:
         self.data = data.to(self.device) if hasattr(data, 'to') and hasattr(data, 'images') else data
         self.local_bs = batch_size // self.world
         from torch.utils.data import DistributedSampler
-        self.sampler = DistributedSampler(range(len(data)), num_replicas=self.world, rank=self.rank, shuffle=True, seed=seed, drop_last=True)
+        self.sampler = DistributedSampler(range(len(data)), num_replicas=self.world, rank=self.rank, shuffle=True,
+                                          seed=seed, drop_last=True)
         self.steps_per_epoch = len(self.sampler) // self.local_bs
         if self.steps_per_epoch < 1: raise ValueError(f'the dataset ({len(data)} images) is smaller than one batch ({batch_size})')
         self.step, self.elapsed, self.history, self.last_ckpt_step, self.changes = 0, 0.0, [], None, []
@@ -496,7 +350,7 @@ def train_step(self:Trainer,
     stop:bool=False, # this process wants to stop after the step (shared with the other processes)
 )->tuple: # (mean loss over all processes, whether any process asked to stop)
     "One optimiser step; raises FloatingPointError before updating if the loss or gradient is not finite"
-    x0, y = x0.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    x0, y = self._check_batch(x0.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
     times, noise, drop = self._randomness(self.step)
     y = torch.where(drop, self.n_classes, y) if self.n_classes is not None else None
     loss = self.formulation.loss(self.net, x0, y, times, noise).mean()
@@ -509,7 +363,8 @@ def train_step(self:Trainer,
     loss_v, gnorm_v, stop_v = stats.tolist()
     loss_v /= self.world
     if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
-        last = f'the last checkpoint ({self.ckpt_path}, step {self.last_ckpt_step}) is kept' if self.last_ckpt_step is not None else 'no checkpoint was written'
+        last = (f'the last checkpoint ({self.ckpt_path}, step {self.last_ckpt_step}) is kept' if self.last_ckpt_step is not None
+                else 'no checkpoint was written')
         raise FloatingPointError(f'training stopped at step {self.step}: the {"loss" if not math.isfinite(loss_v) else "gradient"} '
                                  f'is {loss_v if not math.isfinite(loss_v) else gnorm_v}; the weights were not updated and {last}')
     for group in self.opt.param_groups:
@@ -519,9 +374,34 @@ def train_step(self:Trainer,
     self.step += 1
     return loss_v, stop_v > 0
 
+# %% ../nbs/04_training.ipynb #97f7cce2
+@patch
+def _check_batch(self:Trainer,
+    x0:Tensor, # images (B, C, H, W)
+    y=None, # their labels (B,), or None
+)->tuple: # (x0 in the network's precision, y)
+    "Refuse images outside [-1, 1] or not floating point, and labels that are not real classes; convert float64 images"
+    if not torch.is_floating_point(x0):
+        raise ValueError(f'the images must be floating point in [-1, 1], got dtype {x0.dtype} '
+                         '(8-bit pixels p become p / 127.5 - 1: diffnb.data.to_model_range)')
+    lo, hi = (float(v) for v in x0.detach().nan_to_num(0.0, 0.0, 0.0).aminmax())    # finite values only
+    if lo < -1 - 1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f'the images must lie in [-1, 1], got values from {lo:.4g} to {hi:.4g}'
+                         + ('; pixels in [0, 255] become [-1, 1] with x / 127.5 - 1 (diffnb.data.to_model_range)' if hi > 2 else ''))
+    if self.n_classes is not None and y is not None:
+        y = torch.as_tensor(y)
+        if y.is_floating_point() or y.dtype == torch.bool: raise ValueError(f'labels must be integer class indices, got dtype {y.dtype}')
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ValueError(f'labels must be class indices in [0, {self.n_classes}), got {bad}'
+                             + (f': {self.n_classes} is the null class of label dropout, never a label of the data'
+                                if bad == self.n_classes else ''))
+    dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), x0.dtype)
+    return x0.to(dtype), y
+
 # %% ../nbs/04_training.ipynb #1354571e
 class TrainingInterrupted(KeyboardInterrupt):
-    "Training was interrupted (Ctrl-C or SIGTERM) after a finished step, which was saved"
+    "Training was interrupted (Ctrl-C, SIGTERM or SIGHUP) after a finished step, which was saved"
 
 class DataError(RuntimeError):
     "Reading the training data failed; the steps finished before it were saved"
@@ -569,22 +449,37 @@ class RunLock:
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
+# %% ../nbs/04_training.ipynb #01f120c3
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, n))   # no SIGHUP on Windows
+
 class _Interrupts:
-    "Within the block, the first SIGINT/SIGTERM only sets `requested`; a second one raises KeyboardInterrupt"
+    "Within the block, the first SIGINT/SIGTERM/SIGHUP only sets `requested`; a second one raises KeyboardInterrupt"
     def __init__(self): self.requested, self.old = None, {}
     def _handle(self, signum, frame):
         if self.requested is not None: raise KeyboardInterrupt('interrupted twice: stopping at once, nothing saved')
         self.requested = signal.Signals(signum).name
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in _STOP_SIGNALS:
                 self.old[sig] = signal.getsignal(sig)
                 signal.signal(sig, self._handle)
         return self
     def __exit__(self, *exc):
         for sig, h in self.old.items(): signal.signal(sig, h)
 
-# %% ../nbs/04_training.ipynb #b17f0b91
+@patch
+def _check_target(self:Trainer,
+    path, # a file this run is about to write
+):
+    "Refuse to replace a file this run does not own: never one that is not a diffnb checkpoint, another run's only with `overwrite`"
+    path = Path(path)
+    if path.resolve() in self._owned or not (path.exists() or path.is_symlink()): return
+    if not is_checkpoint(path):
+        raise FileExistsError(f'{path} exists and is not a diffnb checkpoint; it is never replaced: choose another ckpt_path')
+    if not self.overwrite:
+        raise FileExistsError(f'{path} holds the checkpoint of another run: continue it with Trainer.resume({str(path)!r}, data), '
+                              'pass overwrite=True to replace it, or choose another ckpt_path')
+
 @patch
 def _save_progress(self:Trainer)->str:
     "Save the last finished step if it is not saved yet; describe where it is"
@@ -592,6 +487,7 @@ def _save_progress(self:Trainer)->str:
     if self.last_ckpt_step != self.step: self.save()
     return f'step {self.step} is saved in {self.ckpt_path}'
 
+# %% ../nbs/04_training.ipynb #b17f0b91
 @patch
 def fit(self:Trainer,
     steps:int=None, # optimiser steps to take in this call
@@ -605,7 +501,8 @@ def fit(self:Trainer,
             raise ValueError(f'{n} must be a finite number >= 0, got {v!r}')
     goal = [self.step + int(steps)] if steps is not None else []
     if epochs is not None: goal.append(self.step + math.ceil(epochs * self.steps_per_epoch))
-    end = min(goal) if goal else None
+    end, first = (min(goal) if goal else None), self.step
+    if self.ckpt_path and self.rank == 0: self._check_target(self.ckpt_path)      # before any work is done
     lock = RunLock(self.ckpt_path).acquire() if self.ckpt_path and self.rank == 0 else None
     from tqdm.auto import tqdm
     bar = tqdm(total=(end - self.step) if end is not None else None, disable=not self.progress or self.rank != 0,
@@ -623,6 +520,11 @@ def fit(self:Trainer,
                 except Exception as e:
                     clock()
                     raise DataError(f'reading the data failed at step {self.step} ({type(e).__name__}: {e}); {self._save_progress()}') from e
+                try: x0, y = self._check_batch(x0, y)
+                except ValueError as e:
+                    clock()
+                    if self.step == first: raise
+                    raise ValueError(f'{e} (the batch of step {self.step}); {self._save_progress()}') from None
                 over = time_budget is not None and time.monotonic() - began >= time_budget
                 loss, stop = self.train_step(x0, y, stop=(over or intr.requested is not None) and self.rank == 0)
                 window.append(loss)
@@ -633,7 +535,8 @@ def fit(self:Trainer,
                 if self.ckpt_path and self.ckpt_every and self.step % self.ckpt_every == 0: clock(); self.save()
                 if stop: break
             clock()                                # still inside the block: a second Ctrl-C cannot cut the final save short
-            if intr.requested: raise TrainingInterrupted(f'{intr.requested}: training stopped after a finished step; {self._save_progress()}')
+            if intr.requested:
+                raise TrainingInterrupted(f'{intr.requested}: training stopped after a finished step; {self._save_progress()}')
             if self.ckpt_path and self.last_ckpt_step != self.step: self.save()
     finally:
         clock()
@@ -643,7 +546,7 @@ def fit(self:Trainer,
 
 # %% ../nbs/04_training.ipynb #b7ba08ce
 RESUME_MAY_CHANGE = ('lr', 'grad_clip', 'weight_decay', 'warmup')
-RUN_SETTINGS = ('device', 'ckpt_path', 'ckpt_every', 'num_workers', 'progress')
+RUN_SETTINGS = ('device', 'ckpt_path', 'ckpt_every', 'overwrite', 'num_workers', 'progress')
 
 @patch
 def state_dict(self:Trainer)->dict:
@@ -662,9 +565,12 @@ def state_dict(self:Trainer)->dict:
 def save(self:Trainer,
     path=None, # where to write (default: `ckpt_path`)
 )->Path:
-    "Write a checkpoint (only the first process writes; the others wait for it)"
+    "Write a checkpoint (only the first process writes; the others wait for it); never over a file this run does not own"
     path = Path(path or self.ckpt_path)
-    if self.rank == 0: save_checkpoint(self.state_dict(), path)
+    if self.rank == 0:
+        self._check_target(path)
+        save_checkpoint(self.state_dict(), path)
+        self._owned.add(path.resolve())
     if self.distributed: dist.barrier()
     if path == self.ckpt_path: self.last_ckpt_step = self.step
     return path
@@ -683,6 +589,23 @@ def load_state_dict(self:Trainer, ckpt:dict):
         torch.cuda.set_rng_state_all(ckpt['rng']['cuda'])
     self.last_ckpt_step = self.step
 
+# %% ../nbs/04_training.ipynb #ecccdfb3
+def _check_stored(ckpt:dict, path):
+    "Refuse a checkpoint whose stored step, time, EMA state or hyperparameters are not values a run can have"
+    hp, ema = ckpt.get('hparams'), ckpt.get('ema')
+    if not isinstance(hp, dict): raise CheckpointError(f'{path} cannot be resumed: its hparams are not a dict')
+    try: _check_hparams(hp)
+    except ValueError as e: raise CheckpointError(f'{path} cannot be resumed: its stored {e}') from None
+    checks = [('step', ckpt.get('step'), _int(ckpt.get('step')) and ckpt.get('step') >= 0, 'an integer >= 0'),
+              ('elapsed', ckpt.get('elapsed', 0.0), _real(ckpt.get('elapsed', 0.0)) and ckpt.get('elapsed', 0.0) >= 0,
+               'a number of seconds >= 0'),
+              ('ema', type(ema).__name__, isinstance(ema, dict) and 'model' in ema, 'a dict holding the averaged weights')]
+    if isinstance(ema, dict):
+        checks += [('ema decay', ema.get('decay'), _real(ema.get('decay')) and 0 <= ema.get('decay') < 1, 'a number in [0, 1)'),
+                   ('ema updates', ema.get('updates'), _int(ema.get('updates')) and ema.get('updates') >= 0, 'an integer >= 0')]
+    for name, v, ok, expected in checks:
+        if not ok: raise CheckpointError(f'{path} cannot be resumed: its stored {name} must be {expected}, got {v!r}')
+
 @patch(cls_method=True)
 def resume(cls:Trainer,
     path, # a checkpoint written by a `Trainer`
@@ -697,13 +620,16 @@ def resume(cls:Trainer,
     if 'optimizer' not in ckpt: raise CheckpointError(f'{path} holds a model only, not a training run to resume')
     missing = [k for k in ('model', 'ema', 'model_config', 'hparams', 'step', 'rng') if k not in ckpt]
     if missing: raise CheckpointError(f'{path} cannot be resumed: it holds no {", ".join(missing)}')
+    _check_stored(ckpt, path)
     saved = (ckpt.get('data') or {}).get('shape')
     if saved and data.shape and list(saved) != list(data.shape):
         raise ValueError(f'the run was trained on images of shape {tuple(saved)}, the data given has {tuple(data.shape)}')
     hp = dict(ckpt['hparams'])
     changes = {k: v for k, v in kwargs.items() if k in RESUME_MAY_CHANGE and v != hp.get(k)}
     settings = {k: v for k, v in kwargs.items() if k in RUN_SETTINGS}
-    tr = cls(model_from_config(ckpt['model_config'], state=ckpt['model']), formulation_from_config(ckpt), data, **{**hp, **changes, 'ckpt_path': path, **settings})
+    tr = cls(model_from_config(ckpt['model_config'], state=ckpt['model']), formulation_from_config(ckpt), data,
+             **{**hp, **changes, 'ckpt_path': path, **settings})
+    tr._owned.add(Path(path).resolve())                  # the run's own file: continuing it replaces it
     tr.load_state_dict(ckpt)
     for g in tr.opt.param_groups: g['weight_decay'] = tr.hparams['weight_decay']
     if changes: tr.changes.append((tr.step, changes))
