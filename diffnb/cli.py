@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #627ff614
 from __future__ import annotations
-import argparse, hashlib, json, math, os, re, shlex, signal, sys, threading, time
+import argparse, json, math, os, re, shlex, signal, sys, threading, time
 from pathlib import Path
 
 # %% auto #0
@@ -20,6 +20,7 @@ def _one_line(e)->str:
 
 def _user_message(e:BaseException)->str|None:
     "The one-line message for an error the user can fix, or None for a bug"
+    if isinstance(e, MemoryError) and str(e).startswith('out of memory'): return _one_line(e)   # a message that names its cause
     if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and _OUT_OF_MEMORY.search(str(e))):
         m = re.search(r'tried to allocate (\d+) bytes', str(e)) or re.search(r'Tried to allocate ([\d.]+ \w+)', str(e))
         need = '' if not m else f' (an allocation of {int(m.group(1)) / 2**20:,.0f} MB failed)' if m.group(1).isdigit() else f' (an allocation of {m.group(1)} failed)'
@@ -32,6 +33,21 @@ def _user_message(e:BaseException)->str|None:
 
 def _raise_interrupt(signum, frame): raise KeyboardInterrupt(signal.Signals(signum).name)
 
+_UNWIND = (signal.SIGTERM,) + ((signal.SIGHUP,) if hasattr(signal, 'SIGHUP') else ())   # stop like Ctrl-C (no SIGHUP on Windows)
+_STOP = (signal.SIGINT,) + _UNWIND
+
+def _unwind_on_signals():
+    "From now on SIGTERM and SIGHUP (a closed terminal, a dropped SSH session) unwind the command like Ctrl-C"
+    for sig in _UNWIND: signal.signal(sig, _raise_interrupt)
+
+def _interrupted(prog:str, e:BaseException)->int:
+    "Print an interruption as one line and return 130; more Ctrl-C from now on change nothing"
+    if threading.current_thread() is threading.main_thread():
+        for sig in _STOP: signal.signal(sig, signal.SIG_IGN)
+    msg = _one_line(e)
+    print(f'{prog}: ' + (msg if msg.startswith('interrupted') else f'interrupted: {msg}' if msg else 'interrupted'), file=sys.stderr)
+    return 130
+
 def run_cli(
     prog:str, # the command's name, for messages
     fn, # the command's body: fn(args)
@@ -40,16 +56,12 @@ def run_cli(
 )->int: # the exit status: 0, 2 (an error the user can fix) or 130 (interrupted)
     "Run a command body; print an error the user can fix as one line and return 2, an interruption as one line and return 130"
     main = threading.current_thread() is threading.main_thread()
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
-    if main: signal.signal(signal.SIGTERM, _raise_interrupt)      # SIGTERM unwinds like Ctrl-C
+    old = {sig: signal.getsignal(sig) for sig in _STOP} if main else {}
+    if main: _unwind_on_signals()
     try:
         fn(args)
         return 0
-    except KeyboardInterrupt as e:
-        for sig in old: signal.signal(sig, signal.SIG_IGN)         # more Ctrl-C while the message is printed change nothing
-        msg = _one_line(e)
-        print(f'{prog}: ' + (msg if msg.startswith('interrupted') else f'interrupted: {msg}' if msg else 'interrupted'), file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e: return _interrupted(prog, e)
     except Exception as e:
         msg = _user_message(e)
         if msg is None: raise
@@ -88,15 +100,31 @@ def _check_folder(path:Path, option:str):
             if not os.access(parent, os.W_OK | os.X_OK): raise ValueError(f'{option} {path}: {parent} is not writable')
             return
 
+def _package_dir()->Path:
+    "The folder of the installed diffnb package, found without importing it (nor PyTorch)"
+    import importlib.util
+    return Path(importlib.util.find_spec('diffnb.cli').origin).resolve().parent
+
+def _check_not_in_package(path:Path, option:str):
+    "Nothing is ever written inside the installed package: its bundled data and models are inputs of every run"
+    pkg = _package_dir()
+    for p in {path.absolute(), path.resolve()}:
+        if pkg == p or pkg in p.parents:
+            raise ValueError(f'{option} {path} is inside the installed diffnb package ({pkg}), whose files are never written over; choose another name')
+
 def _check_output_file(path:Path, option:str, force:bool, inputs:dict):
-    "An output file must not be an input, nor replace an existing file unless `force`"
+    "An output file must not be an input, nor anything but a regular file, nor replace one unless `force`"
     for what, p in inputs.items():
         if p is not None and _same_file(path, Path(p)):
             raise ValueError(f'{option} {path} is the {what}: an input is never written over; choose another name')
     if path.is_dir(): raise ValueError(f'{option} {path} is a folder; give a file name')
+    _check_not_in_package(path, option)
+    if path.exists() and not path.is_file():
+        raise ValueError(f'{option} {path} is not a regular file (a device, a pipe or a socket): --force replaces only regular files; choose another name')
     _check_folder(path.parent, option)
     if path.exists() and not force: raise ValueError(f'{option} {path} exists: pass --force to replace it, or choose another name')
 
+# %% ../nbs/10_cli.ipynb #c1d2e3f4
 def _device(
     spec:str, # what --device says: None, 'cpu', 'cuda', 'cuda:1', 'mps'
     local_rank:int=0, # under torchrun with several processes: this process's GPU on its machine
@@ -196,6 +224,8 @@ def _is_bundled(spec): return spec in ('bundled', 'bundled_mnist', 'bundled:trai
 
 def _check_data_options(spec:str, given:set, out:Path=None):
     "Refuse options that the data named by `spec` would ignore, and an output folder inside an image folder"
+    if not str(spec).strip():               # Path('') is the current folder: an empty value would train on whatever is there
+        raise ValueError("--data is empty: name a dataset ('bundled', 'mnist', ...) or a folder ('.' for the current one)")
     from_torchvision = spec in ('mnist', 'fashion_mnist', 'cifar10')
     if not _is_bundled(spec) and not from_torchvision and not Path(spec).is_dir():
         raise ValueError(f"--data must be 'bundled', 'bundled:train', 'bundled:heldout', 'mnist', 'fashion_mnist', 'cifar10' or an existing folder, got {spec!r}")
@@ -226,6 +256,7 @@ def _check_train_args(args, given:set):
     if wrong: raise ValueError(f"{', '.join(wrong)} {'applies' if len(wrong) == 1 else 'apply'} to another formulation than --formulation {args.formulation}")
     out = Path(args.out)
     _check_folder(out, '--out')
+    _check_not_in_package(out, '--out')
     if not (args.resume and 'data' not in given): _check_data_options(args.data, given, out)
 
 # %% ../nbs/10_cli.ipynb #ad33602c
@@ -233,8 +264,11 @@ _RESUME_NEEDS = ('model', 'ema', 'optimizer', 'model_config', 'hparams', 'step',
 
 def _read_run(ckpt:Path)->dict:
     "The checkpoint of the run to resume, checked to hold what a resume needs"
+    import warnings
     from diffnb.training import load_checkpoint, CheckpointError
-    ck = load_checkpoint(ckpt)
+    with warnings.catch_warnings():              # a refused file is reported in one line, without PyTorch's warnings before it
+        warnings.simplefilter('ignore')
+        ck = load_checkpoint(ckpt)
     missing = [k for k in _RESUME_NEEDS if k not in ck]
     if missing: raise CheckpointError(f'{ckpt} cannot be resumed: it holds no {", ".join(missing)}'
                                       + (' (a model file, not a training run)' if 'optimizer' in missing else ''))
@@ -251,6 +285,7 @@ def _data_spec_of(ck:dict, ckpt:Path)->str:
         if load_dataset(spec).name == name: return spec
     raise ValueError(f'{ckpt} was trained on {name!r}; pass --data with the path of that image folder')
 
+# %% ../nbs/10_cli.ipynb #6a7b8c9d
 def _run_conflicts(args, given:set, ck:dict)->list:
     "The options given that define the run, with values other than the run's: ['--batch-size 16 (the run: 64)', ...]"
     hp, mc = ck['hparams'], ck['model_config']
@@ -326,83 +361,103 @@ def _grid_sampler(s)->dict:
     return dict(sampler='solver', steps=20) if isinstance(s, NoiseSchedule) else dict(sampler=s.default_sampler)
 
 # %% ../nbs/10_cli.ipynb #02394531
+def _start_run(args, given:set, ckpt:Path, resuming:bool, device, rank:int):
+    "The `Trainer` of this command: the run in `ckpt` resumed, or a new one; returns (trainer, data, data spec)"
+    import torch
+    from diffnb.data import load_dataset
+    from diffnb.unet import n_params
+    from diffnb.training import Trainer, CheckpointError, RESUME_MAY_CHANGE
+    out = ckpt.parent
+    if not resuming:
+        there = [p.name for p in (ckpt, out/'samples.png', out/'summary.json') if p.exists()]
+        if there: raise ValueError(f'{out} already holds a run ({", ".join(there)}): pass --resume to continue it, or choose another --out')
+    ck = _read_run(ckpt) if resuming else None
+    spec = args.data if not resuming or 'data' in given else _data_spec_of(ck, ckpt)
+    if resuming: _check_data_options(spec, given, out)
+    data = load_dataset(spec, args.root, args.size, args.channels, timeout=args.download_timeout)
+    grad_clip = args.grad_clip or None
+    common = dict(ckpt_path=ckpt, ckpt_every=args.ckpt_every, num_workers=args.workers, progress=not args.no_progress, device=device)
+    if resuming:
+        bad = _run_conflicts(args, given, ck)
+        if bad: raise ValueError(f'{ckpt}: {"; ".join(bad)}. These define the run; a resume may change only '
+                                 f'{", ".join("--" + k.replace("_", "-") for k in RESUME_MAY_CHANGE)} and how it runs -- or start a new run in another --out')
+        _check_same_data(ck, data, spec, ckpt)
+        changes = {k: (grad_clip if k == 'grad_clip' else getattr(args, k)) for k in RESUME_MAY_CHANGE if k in given}
+        del ck
+        try: tr = Trainer.resume(ckpt, data, **changes, **common)
+        except (KeyError, TypeError, AttributeError, RuntimeError) as e:
+            if _user_message(e) and isinstance(e, RuntimeError): raise
+            raise CheckpointError(f'{ckpt} cannot be resumed ({type(e).__name__}: {_one_line(e)})') from None
+        if rank == 0: print(f'resuming {ckpt} at step {tr.step}' + (f' with {changes}' if changes else ''))
+        return tr, data, spec
+    torch.manual_seed(args.seed)             # the initial weights, like everything else, follow from --seed
+    model, formulation = _model_and_formulation(args, data)
+    tr = Trainer(model, formulation, data, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                 grad_clip=grad_clip, weight_decay=args.weight_decay, ema_decay=args.ema, min_snr_gamma=args.min_snr or None,
+                 label_dropout=args.label_dropout, seed=args.seed, **common)
+    if rank == 0: print(f'training a {n_params(model) / 1e6:.2f} M-parameter U-Net ({args.preset}, {args.formulation}) on {data!r}, device {tr.device}')
+    return tr, data, spec
+
+# %% ../nbs/10_cli.ipynb #5e6f7a8b
+def _fit(args, tr, ckpt:Path):
+    "Train for what the command asks; a failure's message ends with the command that goes on from the last checkpoint"
+    from diffnb.training import TrainingInterrupted, DataError
+    steps = None if args.steps is None else max(0, args.steps - tr.step)
+    try: tr.fit(steps=steps, epochs=args.epochs, time_budget=None if args.minutes is None else args.minutes * 60)
+    except TrainingInterrupted as e: raise TrainingInterrupted(f'{e}; continue with: {_command(args, resume=True)}') from None
+    except DataError as e: raise DataError(f'{_one_line(e)}; once the data is fixed, continue with: {_command(args, resume=True)}') from None
+    except FloatingPointError as e:
+        if tr.last_ckpt_step is None: raise
+        raise FloatingPointError(f'{e}; to go on from there at a lower learning rate: {_command(args, resume=True, lr=tr.hparams["lr"] / 10)}') from None
+    except OSError as e:
+        kept = f'the checkpoint on disk is unchanged (step {tr.last_ckpt_step})' if tr.last_ckpt_step is not None else \
+               'the checkpoint on disk is unchanged' if ckpt.exists() else 'no checkpoint was saved'
+        raise OSError(f'{_user_message(e) or e} while saving the checkpoint; {kept}') from None
+
+def _finish(args, tr, data, spec, ckpt:Path, start_step:int, secs:float)->dict:
+    "Draw the final grid of samples (EMA weights) and write summary.json; returns the summary"
+    import torch
+    from diffnb.data import save_images, atomic_write
+    out = ckpt.parent
+    summary = dict(steps=tr.step, steps_this_run=tr.step - start_step, seconds_this_run=round(secs, 1),
+                   images_per_second=round((tr.step - start_step) * tr.hparams['batch_size'] / max(secs, 1e-9), 1),
+                   final_loss=tr.history[-1][1] if tr.history else None, checkpoint=str(ckpt), device=str(tr.device),
+                   data=getattr(data, 'name', spec), command=_command(args))
+    if args.samples:
+        n = args.samples
+        y = torch.arange(n) % data.n_classes if tr.n_classes is not None else None
+        x = _sample_batches(tr.ema.model.eval(), tr.s, n, data.shape, batch_size=tr.hparams['batch_size'], y=y, seed=args.seed,
+                            generator=torch.Generator().manual_seed(args.seed), progress=False, **_grid_sampler(tr.s))
+        summary['samples'] = str(save_images(x, out/'samples.png', nrow=10 if y is not None else None, scale=2))
+    atomic_write(out/'summary.json', lambda fh: fh.write(json.dumps(summary, indent=1).encode()))
+    return summary
+
+# %% ../nbs/10_cli.ipynb #9c0d1e2f
 def train(args):
     "The body of `diffnb_train` (arguments as parsed by `train_parser`)"
     given = _given(args, train_parser)
     _check_train_args(args, given)
     if args.steps is None and args.epochs is None and args.minutes is None: args.minutes = 5.0
-    import torch
-    from diffnb.data import load_dataset, save_images, atomic_write
-    from diffnb.schedules import make_schedule
-    from diffnb.unet import unet_preset, n_params
-    from diffnb.training import Trainer, RunLock, TrainingInterrupted, DataError, CheckpointError, distributed_env, RESUME_MAY_CHANGE
-    from diffnb.sampling import sample
+    from diffnb.training import RunLock, TrainingInterrupted, distributed_env
     rank, world, local_rank = distributed_env()
     device = _device(args.device, local_rank, world)
     out = Path(args.out)
     ckpt, made_out = out/'checkpoint.pt', not out.exists()
     lock = RunLock(ckpt).acquire() if rank == 0 else None     # held until the command ends
-    tr, resuming = None, False
+    tr, resuming = None, args.resume and ckpt.exists()
     try:
-        resuming = args.resume and ckpt.exists()
-        if not resuming:
-            there = [p.name for p in (ckpt, out/'samples.png', out/'summary.json') if p.exists()]
-            if there: raise ValueError(f'{out} already holds a run ({", ".join(there)}): pass --resume to continue it, or choose another --out')
-        ck = _read_run(ckpt) if resuming else None
-        spec = args.data if not resuming or 'data' in given else _data_spec_of(ck, ckpt)
-        if resuming: _check_data_options(spec, given, out)
-        data = load_dataset(spec, args.root, args.size, args.channels, timeout=args.download_timeout)
-        grad_clip = args.grad_clip or None
-        common = dict(ckpt_path=ckpt, ckpt_every=args.ckpt_every, num_workers=args.workers, progress=not args.no_progress, device=device)
-        if resuming:
-            bad = _run_conflicts(args, given, ck)
-            if bad: raise ValueError(f'{ckpt}: {"; ".join(bad)}. These define the run; a resume may change only '
-                                     f'{", ".join("--" + k.replace("_", "-") for k in RESUME_MAY_CHANGE)} and how it runs -- or start a new run in another --out')
-            _check_same_data(ck, data, spec, ckpt)
-            changes = {k: (grad_clip if k == 'grad_clip' else getattr(args, k)) for k in RESUME_MAY_CHANGE if k in given}
-            del ck
-            try: tr = Trainer.resume(ckpt, data, **changes, **common)
-            except (KeyError, TypeError, AttributeError, RuntimeError) as e:
-                if _user_message(e) and isinstance(e, RuntimeError): raise
-                raise CheckpointError(f'{ckpt} cannot be resumed ({type(e).__name__}: {_one_line(e)})') from None
-            if rank == 0: print(f'resuming {ckpt} at step {tr.step}' + (f' with {changes}' if changes else ''))
-        else:
-            torch.manual_seed(args.seed)             # the initial weights, like everything else, follow from --seed
-            model, formulation = _model_and_formulation(args, data)
-            tr = Trainer(model, formulation, data, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                         grad_clip=grad_clip, weight_decay=args.weight_decay, ema_decay=args.ema, min_snr_gamma=args.min_snr or None,
-                         label_dropout=args.label_dropout, seed=args.seed, **common)
-            if rank == 0: print(f'training a {n_params(model) / 1e6:.2f} M-parameter U-Net ({args.preset}, {args.formulation}) on {data!r}, device {tr.device}')
-        steps = None if args.steps is None else max(0, args.steps - tr.step)
+        tr, data, spec = _start_run(args, given, ckpt, resuming, device, rank)
         start_step, t0 = tr.step, time.monotonic()
-        try: tr.fit(steps=steps, epochs=args.epochs, time_budget=None if args.minutes is None else args.minutes * 60)
-        except TrainingInterrupted as e: raise TrainingInterrupted(f'{e}; continue with: {_command(args, resume=True)}') from None
-        except DataError as e: raise DataError(f'{_one_line(e)}; once the data is fixed, continue with: {_command(args, resume=True)}') from None
-        except FloatingPointError as e:
-            if tr.last_ckpt_step is None: raise
-            raise FloatingPointError(f'{e}; to go on from there at a lower learning rate: {_command(args, resume=True, lr=tr.hparams["lr"] / 10)}') from None
-        except OSError as e:
-            raise OSError(f'{_user_message(e) or e} while saving the checkpoint; the checkpoint on disk is unchanged'
-                          + (f' (step {tr.last_ckpt_step})' if tr.last_ckpt_step is not None else '')) from None
+        _fit(args, tr, ckpt)
         secs = time.monotonic() - t0
         if rank != 0: return
-        summary = dict(steps=tr.step, steps_this_run=tr.step - start_step, seconds_this_run=round(secs, 1),
-                       images_per_second=round((tr.step - start_step) * tr.hparams['batch_size'] / max(secs, 1e-9), 1),
-                       final_loss=tr.history[-1][1] if tr.history else None, checkpoint=str(ckpt), device=str(tr.device),
-                       data=getattr(data, 'name', spec), command=_command(args))
-        if args.samples:
-            n = args.samples
-            y = torch.arange(n) % data.n_classes if tr.n_classes is not None else None
-            x = _sample_batches(tr.ema.model.eval(), tr.s, n, data.shape, batch_size=tr.hparams['batch_size'], y=y, seed=args.seed,
-                                generator=torch.Generator().manual_seed(args.seed), progress=False, **_grid_sampler(tr.s))
-            summary['samples'] = str(save_images(x, out/'samples.png', nrow=10 if y is not None else None, scale=2))
-        atomic_write(out/'summary.json', lambda fh: fh.write(json.dumps(summary, indent=1).encode()))
+        summary = _finish(args, tr, data, spec, ckpt, start_step, secs)
         print(f"done: {tr.step} steps ({summary['steps_this_run']} in this run, {secs / 60:.1f} min, "
               f"{summary['images_per_second']:.0f} images/s), final loss {summary['final_loss'] or float('nan'):.4f}; "
               f"checkpoint {ckpt}" + (f", samples {summary['samples']}" if 'samples' in summary else ''))
     except KeyboardInterrupt as e:
         if getattr(args, '_exiting', False) and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_IGN)   # the process ends: more Ctrl-C must not cut the cleanup short
+            for sig in _STOP: signal.signal(sig, signal.SIG_IGN)   # the process ends: more Ctrl-C must not cut the cleanup short
         if isinstance(e, TrainingInterrupted): raise
         msg = _one_line(e) or 'Ctrl-C'
         if tr is not None and tr.last_ckpt_step is not None:
@@ -414,20 +469,34 @@ def train(args):
         if lock: lock.release()
         if made_out and out.is_dir() and not any(out.iterdir()): out.rmdir()
 
+# %% ../nbs/10_cli.ipynb #3a4b5c6d
+def _entry(prog:str, make_parser, body, argv:list, **extra)->int:
+    "Parse `argv` and run `body` through `run_cli`; Ctrl-C at any moment, parsing included (a preset or sampler name imports PyTorch), gives one line and 130"
+    if threading.current_thread() is threading.main_thread(): _unwind_on_signals()
+    try:
+        args = make_parser().parse_args(argv)
+        args._given = _given_options(make_parser(), argv)
+        for k, v in extra.items(): setattr(args, k, v)
+        status = run_cli(prog, body, args, restore=False)
+        if threading.current_thread() is threading.main_thread():     # the process ends now: a late Ctrl-C changes nothing
+            for sig in _STOP: signal.signal(sig, signal.SIG_IGN)
+        return status
+    except KeyboardInterrupt as e:              # before the body started, or while its one line was printed
+        return _interrupted(prog, KeyboardInterrupt(f'interrupted: {_one_line(e) or "Ctrl-C"} before the work began; nothing was done'))
+
 def train_main(
     argv:list=None, # command-line arguments (default: sys.argv[1:])
 ):
     "Entry point of `diffnb_train`"
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = train_parser().parse_args(argv)
-    args._given, args._argv, args._exiting = _given_options(train_parser(), argv), argv, True
-    status = run_cli('diffnb_train', train, args, restore=False)
+    status = _entry('diffnb_train', train_parser, train, argv, _argv=argv, _exiting=True)
     torch = sys.modules.get('torch')         # not imported when the arguments were refused
     if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     sys.exit(status)
 
 # %% ../nbs/10_cli.ipynb #9e599b40
 _MASK_PRESETS = ('box', 'top', 'bottom', 'left', 'right', 'strokes')
+_GRID_IMAGES = 400            # the grid shows at most this many images; --tensors holds them all
 
 def _samplers():
     from diffnb.sampling import sampler_names
@@ -447,23 +516,23 @@ def sample_parser(
     p.add_argument('--model', default='mnist', help="a bundled model, when no checkpoint is given: 'mnist', or 'mnist-fast' (distilled: 1, 2, 4 or 8 steps)")
     p.add_argument('--raw', action='store_true', help="use the checkpoint's raw weights instead of the EMA")
     p.add_argument('--sampler', default=None, choices=_LazyChoices(_samplers), metavar='SAMPLER', help="sampler: %(choices)s (solver: DPM-Solver++(2M)); default: ddim for chapter 4's models and for inpainting, the model's own for EDM ('heun'), flow ('flow-euler') and distilled ('distilled') models")
-    p.add_argument('--steps', type=int, default=None, help='model calls (default: 50 ddim, 15 solver, 4 distilled; ddpm uses all T)')
+    p.add_argument('--steps', type=int, default=None, help='model calls (default: 50 ddim, 15 solver, 4 distilled; ddpm uses all T); at most T on a noise schedule, 1000 for flow and EDM models')
     p.add_argument('--spacing', default=None, choices=_LazyChoices(_spacings), metavar='SPACING', help="timesteps for ddim or solver: %(choices)s (default: 'leading' for ddim, 'logsnr' for the solver)")
-    p.add_argument('--eta', type=float, default=0.0, help='DDIM noise level (0: deterministic)')
+    p.add_argument('--eta', type=float, default=0.0, help="DDIM noise level in [0, 1] (0: deterministic, 1: DDPM's)")
     p.add_argument('-n', '--n', type=int, default=40, help='number of images')
-    p.add_argument('--batch-size', type=int, default=64, help='images sampled at once: memory grows with this, not with -n')
+    p.add_argument('--batch-size', type=int, default=64, help='images sampled at once: memory grows with this; with -n only by the raw samples kept for --tensors (4 bytes a pixel: 3 KB per 28x28 digit)')
     p.add_argument('--classes', default=None, help="class labels: one ('7'), a list ('1,2,3', repeated to n) or 'all' (cycle through every class; the default for class-conditional models)")
     p.add_argument('--unconditional', action='store_true', help='ignore class conditioning')
-    p.add_argument('--guidance', type=float, default=None, help='classifier-free guidance scale (1: none, 0: unconditional)')
+    p.add_argument('--guidance', type=float, default=None, help='classifier-free guidance scale in [0, 100] (1: none, 0: unconditional)')
     p.add_argument('--image', default=None, help="inpainting: an image file, or 'bundled:INDEX' for a bundled digit")
     p.add_argument('--mask', default=None, help=f"inpainting: a mask image (white = known) or a preset, one of {', '.join(_MASK_PRESETS)} (the preset names the region to fill; default: bottom)")
     p.add_argument('--jump-length', type=int, default=5, help='inpainting: RePaint jump length')
     p.add_argument('--resamplings', type=int, default=5, help='inpainting: RePaint resamplings (1: naive replacement)')
     p.add_argument('--no-clip', action='store_true', help='do not clip x0 estimates to [-1, 1]')
     p.add_argument('--seed', type=int, default=0, help='random seed (the same seed and --batch-size give the same images)')
-    p.add_argument('--out', default='samples.png', help='image grid to write (.png, .jpg, ...)')
+    p.add_argument('--out', default='samples.png', help=f'image grid to write (.png, .jpg, ...): the first {_GRID_IMAGES} images at most')
     p.add_argument('--tensors', default=None, help="file for the raw samples (default: OUT with '.pt')")
-    p.add_argument('--force', action='store_true', help='replace --out and --tensors if they exist (an input is never replaced)')
+    p.add_argument('--force', action='store_true', help='replace --out and --tensors if they exist as regular files (an input, a device and a file of the installed package never are)')
     p.add_argument('--scale', type=int, default=2, help='enlarge each pixel in the grid')
     p.add_argument('--device', default=None, help='cpu, cuda, mps (default: the best available)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -513,6 +582,7 @@ def _make_mask(spec, size, generator):
 
 # %% ../nbs/10_cli.ipynb #f4828c59
 def _batch_seed(seed:int, k:int)->int:
+    import hashlib
     return int.from_bytes(hashlib.sha256(f'diffnb_sample {seed} {k}'.encode()).digest()[:8], 'little') & (2**63 - 1)
 
 def _sample_batches(
@@ -533,22 +603,22 @@ def _sample_batches(
     import torch
     from tqdm.auto import tqdm
     from diffnb.sampling import sample
-    out, bar = [], tqdm(total=n, unit='img', disable=not progress, dynamic_ncols=True)
+    out, bar = torch.empty((n, *shape)), tqdm(total=n, unit='img', disable=not progress, dynamic_ncols=True)   # filled batch by batch
     try:
         for k, i in enumerate(range(0, n, batch_size)):
             m = min(batch_size, n - i)
             g = (generator or torch.Generator().manual_seed(seed)) if k == 0 else torch.Generator().manual_seed(_batch_seed(seed, k))
             kw = dict(kwargs, y=None if y is None else y[i:i + m], generator=g, progress=progress)
             if known is not None: kw.update(known=known.expand(m, -1, -1, -1).contiguous(), mask=mask)
-            out.append(sample(model, s, None if known is not None else (m, *shape), **kw).cpu())
+            out[i:i + m] = sample(model, s, None if known is not None else (m, *shape), **kw).cpu()
             bar.update(m)
     finally: bar.close()
-    return torch.cat(out)
+    return out
 
 # %% ../nbs/10_cli.ipynb #107bc310
 def _check_sample_args(args, given:set)->tuple:
     "Every check that needs neither PyTorch nor the model; returns the two output paths"
-    for name, lo, hi in [('n', 1, 10**7), ('batch_size', 1, 2**16), ('steps', 1, None), ('eta', 0, None), ('guidance', 0, None),
+    for name, lo, hi in [('n', 1, 10**7), ('batch_size', 1, 2**16), ('steps', 1, 10**9), ('eta', 0, 1), ('guidance', 0, 100),
                          ('scale', 1, 64), ('jump_length', 1, 1000), ('resamplings', 1, 1000), ('seed', 0, 2**63 - 1)]:
         _check(getattr(args, name), '--' + name.replace('_', '-'), lo, hi)
     if args.checkpoint and 'model' in given: raise ValueError('--model names a bundled model; it cannot be used with --checkpoint')
@@ -573,27 +643,58 @@ def _check_sample_args(args, given:set)->tuple:
     _check_output_file(tensors, '--tensors', args.force, inputs)
     return out, tensors
 
+# %% ../nbs/10_cli.ipynb #f1e2d3c4
+def _load_for_sampling(args, out:Path, tensors:Path, device)->tuple:
+    "The model and what it samples with, from --checkpoint or a bundled model (never one of the outputs)"
+    import warnings
+    from diffnb.training import load_model
+    if args.checkpoint:
+        with warnings.catch_warnings():          # a refused file is reported in one line, without PyTorch's warnings before it
+            warnings.simplefilter('ignore')
+            return load_model(args.checkpoint, ema=not args.raw, device=device)
+    from diffnb.pretrained import load_pretrained, pretrained_path
+    for o, p in (('--out', out), ('--tensors', tensors)):
+        if _same_file(p, Path(pretrained_path(args.model))): raise ValueError(f'{o} {p} is the bundled model: an input is never written over')
+    return load_pretrained(args.model, device=device)
+
+def _check_sampler(args, s):
+    "The sampler and --steps asked for must suit the model: an answer in options, not in Python"
+    from diffnb.sampling import usable_samplers, max_steps
+    usable = usable_samplers(s)
+    kind = {'FlowPath': 'a flow-matching model', 'SigmaSchedule': 'an EDM model', 'StudentSchedule': 'a distilled student'}.get(
+        type(s).__name__, 'a model on a noise schedule')
+    if args.sampler not in usable and getattr(s, 'only_samplers', None) is None:
+        raise ValueError(f'--sampler {args.sampler} cannot sample this checkpoint ({kind}); it samples with --sampler {", ".join(usable)}')
+    _check(args.steps, '--steps', 1, max_steps(s))
+
+def _sample_or_explain(args, model, s, shape, y, known, mask, g, kw):
+    "Sample in batches; running out of memory names the cause: the batch, or one image too large for this machine"
+    try: return _sample_batches(model, s, args.n, shape, args.batch_size, args.seed, g, y=y, known=known, mask=mask, progress=not args.no_progress, **kw)
+    except (MemoryError, RuntimeError) as e:
+        if not (isinstance(e, MemoryError) or _OUT_OF_MEMORY.search(str(e))): raise
+        m = re.search(r'\(an allocation of [^)]*\)', _user_message(e) or '')
+        need, batch = f' {m.group(0)}' if m else '', min(args.batch_size, args.n)
+        if batch > 1: raise MemoryError(f'out of memory{need} sampling {batch} images at once: use a smaller --batch-size') from None
+        where = f'the image shape stored in {args.checkpoint}' if args.checkpoint else "the model's image shape"
+        raise MemoryError(f'out of memory{need} with one image at a time: {where}, {"x".join(map(str, shape))}, '
+                          'needs more memory than this machine has (a smaller --batch-size cannot help)') from None
+
+# %% ../nbs/10_cli.ipynb #b9a8c7d6
 def sample_cmd(args):
     "The body of `diffnb_sample` (arguments as parsed by `sample_parser`)"
     given = _given(args, sample_parser)
     out, tensors = _check_sample_args(args, given)
     import torch
-    from diffnb.training import load_model
     from diffnb.data import save_images, atomic_write, image_format
     image_format(out)
-    device = _device(args.device)
-    if args.checkpoint: model, s = load_model(args.checkpoint, ema=not args.raw, device=device)
-    else:
-        from diffnb.pretrained import load_pretrained, pretrained_path
-        for o, p in (('--out', out), ('--tensors', tensors)):
-            if _same_file(p, Path(pretrained_path(args.model))): raise ValueError(f'{o} {p} is the bundled model: an input is never written over')
-        model, s = load_pretrained(args.model, device=device)
+    model, s = _load_for_sampling(args, out, tensors, _device(args.device))
     shape = tuple(getattr(model, 'sample_shape', None) or (model.in_channels, 28, 28))
     if getattr(model, 'n_classes', None) is None and 'classes' in given:
         raise ValueError('--classes needs a class-conditional model; this one is unconditional')
     y = _parse_classes(args.classes, args.n, None if args.unconditional else getattr(model, 'n_classes', None))
     if args.guidance is not None and y is None: raise ValueError('--guidance needs a class-conditional model')
     args.sampler = args.sampler or ('ddim' if args.image else getattr(s, 'default_sampler', 'ddim'))
+    _check_sampler(args, s)
     kw = dict(sampler=args.sampler, steps=args.steps, eta=args.eta, guidance_scale=args.guidance, clip_x0=not args.no_clip)
     if args.spacing: kw['spacing'] = args.spacing
     g = torch.Generator().manual_seed(args.seed)
@@ -602,24 +703,28 @@ def sample_cmd(args):
         known = _load_image(args.image, shape)
         mask = _make_mask(args.mask or 'bottom', shape[1:], g)
         kw.update(jump_length=args.jump_length, resamplings=args.resamplings)
-    x = _sample_batches(model, s, args.n, shape, args.batch_size, args.seed, g, y=y, known=known, mask=mask, progress=not args.no_progress, **kw)
-    grid = x if known is None else torch.cat([(known * mask.cpu() + (mask.cpu() - 1) * 0.3)[:1], x])   # first: what was known
-    save_images(grid, out, nrow=10 if args.n >= 10 else None, scale=args.scale)
+    x = _sample_or_explain(args, model, s, shape, y, known, mask, g, kw)
+    what = f'{args.n} inpaintings' if known is not None else f'{args.n} samples'
     saved = {'samples': x, 'labels': y, 'known': None if known is None else known.expand(args.n, -1, -1, -1), 'mask': mask,
              'args': {k: v for k, v in vars(args).items() if not k.startswith('_')}}
-    atomic_write(tensors, lambda f: torch.save(saved, f))
-    what = f'{args.n} inpaintings' if known is not None else f'{args.n} samples'
+    atomic_write(tensors, lambda f: torch.save(saved, f))          # the samples first: they cost the sampling time
+    del saved
+    grid = x[:_GRID_IMAGES] if known is None else torch.cat([(known * mask.cpu() + (mask.cpu() - 1) * 0.3)[:1], x[:_GRID_IMAGES - 1]])
+    try: save_images(grid, out, nrow=10 if args.n >= 10 else None, scale=args.scale)
+    except Exception as e:
+        msg = _user_message(e)
+        if msg is None: raise
+        raise OSError(f'the grid {out} was not written ({msg}); the {what} are saved in {tensors}') from None
+    shown = min(args.n, _GRID_IMAGES - (known is not None))
     print(f'{what} ({args.sampler}' + (f', {args.steps} steps' if args.steps else '') +
-          (f', guidance {args.guidance}' if args.guidance is not None else '') + f') -> {out} and {tensors}')
+          (f', guidance {args.guidance}' if args.guidance is not None else '') + f') -> {tensors}, and a grid of '
+          + (f'the first {shown}' if shown < args.n else 'them') + f' -> {out}')
 
 def sample_main(
     argv:list=None, # command-line arguments (default: sys.argv[1:])
 ):
     "Entry point of `diffnb_sample`"
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = sample_parser().parse_args(argv)
-    args._given = _given_options(sample_parser(), argv)
-    sys.exit(run_cli('diffnb_sample', sample_cmd, args, restore=False))
+    sys.exit(_entry('diffnb_sample', sample_parser, sample_cmd, sys.argv[1:] if argv is None else list(argv)))
 
 # %% ../nbs/10_cli.ipynb #3b732326
 def main(
@@ -632,4 +737,8 @@ def main(
         sys.exit(2)
     (train_main if argv[0] == 'train' else sample_main)(argv[1:])
 
-if __name__ == '__main__' and Path(sys.argv[0]).name == 'cli.py': main()
+if __name__ == '__main__' and Path(sys.argv[0]).name == 'cli.py':
+    # `python -m` puts the working directory first on the path: a folder there named like a module (a clone of this
+    # repository holds diffnb/ and setup.py) must not stand in for the installed one
+    sys.path[:] = [p for p in sys.path if p not in ('', os.getcwd())]
+    main()

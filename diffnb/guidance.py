@@ -11,16 +11,19 @@ from torch import Tensor
 __all__ = ['GuidedModel', 'classifier_free_guidance']
 
 # %% ../nbs/07_guidance.ipynb #8b8a67c9
+_MAX_GUIDANCE = 100    # the largest guidance scale accepted
+
 class GuidedModel:
     "A class-conditional model with classifier-free guidance applied: call it like the model it wraps"
     def __init__(self,
         model, # a class-conditional model: model(x_t, t, y), with `n_classes` and null class index n_classes
-        guidance_scale:float, # w: 0 unconditional, 1 conditional, >1 guided
+        guidance_scale:float, # w in [0, 100]: 0 unconditional, 1 conditional, >1 guided
     ):
         n = getattr(model, 'n_classes', None)
         if n is None: raise ValueError('classifier-free guidance needs a class-conditional model (one with n_classes, trained with label dropout)')
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale < float('inf'):
-            raise ValueError(f'guidance_scale must be a finite number >= 0, got {guidance_scale!r}')
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= _MAX_GUIDANCE:
+            raise ValueError(f'guidance_scale must be a finite number in [0, {_MAX_GUIDANCE}], got {guidance_scale!r} '
+                             '(far beyond the scales that help, every pixel saturates)')
         self.model, self.guidance_scale, self.n_classes = model, float(guidance_scale), n
         self.prediction, self.needs_labels = getattr(model, 'prediction', 'eps'), True
 
@@ -43,7 +46,7 @@ class GuidedModel:
 
 def classifier_free_guidance(
     model, # a class-conditional model trained with label dropout
-    guidance_scale:float, # w: 0 unconditional, 1 conditional, >1 guided (3 is a good start for digits)
+    guidance_scale:float, # w in [0, 100]: 0 unconditional, 1 conditional, >1 guided (3 is a good start for digits)
 )->GuidedModel:
     "Wrap `model` with classifier-free guidance (Ho & Salimans 2022); the result works with every sampler"
     return GuidedModel(model, guidance_scale)

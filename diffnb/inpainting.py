@@ -51,16 +51,17 @@ def stroke_mask(
 )->Tensor: # (1, 1, H, W)
     "A mask erased by random straight brush strokes"
     H, W = size
-    yy, xx = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing='ij')
+    row, col = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing='ij')
     m = torch.ones(H, W)
     for _ in range(strokes):
         p, q = torch.rand(2, generator=generator) * torch.tensor([H, W]), torch.rand(2, generator=generator) * torch.tensor([H, W])
         d = q - p
-        u = (((yy - p[0]) * d[0] + (xx - p[1]) * d[1]) / d.pow(2).sum().clamp_min(1e-6)).clamp(0, 1)
-        dist = ((yy - p[0] - u * d[0]) ** 2 + (xx - p[1] - u * d[1]) ** 2).sqrt()
+        u = (((row - p[0]) * d[0] + (col - p[1]) * d[1]) / d.pow(2).sum().clamp_min(1e-6)).clamp(0, 1)
+        dist = ((row - p[0] - u * d[0]) ** 2 + (col - p[1] - u * d[1]) ** 2).sqrt()
         m[dist <= width / 2] = 0
     return m[None, None]
 
+# %% ../nbs/08_inpainting.ipynb #8b9c0d1e
 def mask_from_image(
     img, # a path to an image file, a PIL image, or an array/tensor (H, W) with values in [0, 1] or 0..255
     size:tuple=None, # resize to (H, W) first (nearest neighbour)

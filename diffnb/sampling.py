@@ -13,9 +13,11 @@ from .ddpm import ddpm_sample
 from .ddim import ddim_sample, dpm_solver_sample
 from .guidance import classifier_free_guidance
 from .inpainting import inpaint
+from .checkpoint import _import_chapter_modules
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'SamplerSpec', 'register_sampler', 'sampler_names', 'sample', 'sampler_explorer']
+__all__ = ['SAMPLERS', 'SamplerSpec', 'register_sampler', 'sampler_names', 'usable_samplers', 'max_steps', 'sample',
+           'sampler_explorer']
 
 # %% ../nbs/08b_sampling.ipynb #dd998732
 @dataclass
@@ -64,11 +66,7 @@ register_sampler('solver', _solver, 15, NoiseSchedule, False, 'DPM-Solver++(2M),
 # %% ../nbs/08b_sampling.ipynb #3b48ee53
 def sampler_names()->list:
     "The names `sample` accepts, the samplers of every chapter included (their modules are imported to register them)"
-    import diffnb
-    for m in pkgutil.iter_modules(diffnb.__path__):
-        if not m.name.startswith('_') and m.name != 'cli':
-            try: importlib.import_module(f'diffnb.{m.name}')
-            except ImportError: pass
+    _import_chapter_modules()
     return sorted(SAMPLERS)
 
 def _spec(name:str)->SamplerSpec:
@@ -76,6 +74,29 @@ def _spec(name:str)->SamplerSpec:
     if name not in SAMPLERS: raise ValueError(f'sampler must be one of {sorted(SAMPLERS)}, got {name!r}')
     return SAMPLERS[name]
 
+# %% ../nbs/08b_sampling.ipynb #e1f2a3b4
+_MAX_STEPS = 1000      # steps of a continuous-time sampler (flow, EDM): the bound DDIM has on the default T = 1000
+
+def usable_samplers(
+    s, # what a model samples with: a NoiseSchedule or a later chapter's formulation
+)->list: # the names of the samplers that can sample such a model
+    "The samplers `sample` can use with `s`: its own `only_samplers`, else those that take it (or the schedule it discretizes to)"
+    sampler_names()
+    only = getattr(s, 'only_samplers', None)
+    if only is not None: return sorted(only)
+    def ok(p):
+        if p.name == 'distilled': return False        # a distilled student's own sampler (its schedule names it in only_samplers)
+        if p.takes is object: return isinstance(s, NoiseSchedule) or all(hasattr(s, a) for a in ('sigma_min', 'sigma_max', 'rho'))
+        return isinstance(s, p.takes) or (p.takes is NoiseSchedule and hasattr(s, 'discretize'))
+    return sorted(n for n, p in SAMPLERS.items() if ok(p))
+
+def max_steps(
+    s, # what a model samples with
+)->int:
+    "The most `steps` `sample` accepts with `s`: T for a noise schedule (all of its timesteps), 1,000 for a continuous-time model"
+    return s.T if isinstance(s, NoiseSchedule) else _MAX_STEPS
+
+# %% ../nbs/08b_sampling.ipynb #b5c6d7e8
 def sample(
     model, # a callable model(x_t, t, y=None) -> prediction
     s, # what the model was trained with: its NoiseSchedule (or a later chapter's formulation)
@@ -102,6 +123,10 @@ def sample(
         names = ', '.join(map(repr, only))
         if known is not None and not any(_spec(n).inpaints for n in only): raise ValueError(f'this model samples only with {names}, which cannot inpaint')
         raise ValueError(f'this model samples only with {names}, not {spec.name!r}')
+    if spec.name not in usable_samplers(s):
+        raise ValueError(f'sampler {spec.name!r} cannot sample a model with {type(s).__name__}; use one of {usable_samplers(s)}')
+    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= max_steps(s)):
+        raise ValueError(f'steps must be an integer in [1, {max_steps(s)}], got {steps!r}')
     if guidance_scale is not None:
         if y is None: raise ValueError('guidance_scale needs class labels y')
         model = classifier_free_guidance(model, guidance_scale)
@@ -113,10 +138,7 @@ def sample(
             raise ValueError(f'shape {tuple(shape)} does not match known {tuple(known.shape)}')
         shape, kwargs = tuple(known.shape), dict(kwargs, known=known, mask=mask)
     if shape is None: raise ValueError('shape is required (or known and mask, for inpainting)')
-    if not isinstance(s, spec.takes):
-        if not hasattr(s, 'discretize'):
-            raise ValueError(f'sampler {spec.name!r} needs a {spec.takes.__name__}, got {type(s).__name__}')
-        model, s = s.discretize(model)
+    if not isinstance(s, spec.takes): model, s = s.discretize(model)     # usable: a NoiseSchedule sampler on a discretizable model
     kw = dict(y=y, x_T=x_T, generator=generator, clip_x0=clip_x0, return_trajectory=return_trajectory, progress=progress, **kwargs)
     if eta: kw['eta'] = eta
     steps = spec.default_steps if steps is None else steps

@@ -83,7 +83,7 @@ def test_resume_through_the_cli(tmp_path):
     ([SAMPLE, '--classes', '10'], r'--classes must be in [0, 9]'),
     ([SAMPLE, '--classes', 'x'], '--classes must be integers'),
     ([SAMPLE, '--steps', '5000'], 'steps must be an integer in [1, 1000]'),
-    ([SAMPLE, '--eta', '-1'], '--eta must be a finite number >= 0'),
+    ([SAMPLE, '--eta', '-1'], '--eta must be a finite number in [0, 1]'),
     ([SAMPLE, '--image', 'bundled:99999'], 'bundled:INDEX must be in'),
     ([SAMPLE, '--image', 'bundled:1', '--mask', 'nothing.png'], 'mask not found'),
     ([SAMPLE, '--image', 'bundled:1', '--sampler', 'solver'], "sampler 'solver' does not inpaint"),
@@ -104,7 +104,13 @@ def test_bad_checkpoint_file(tmp_path):
     assert r.returncode == 2 and 'not a readable checkpoint' in r.stderr and 'Traceback' not in r.stderr
 
 def test_module_entry_point(tmp_path):
+    "python -m diffnb.cli works, also from a folder that holds a clone of the repository (whose setup.py must not run)"
     import sys
     r = run([sys.executable, '-m', 'diffnb.cli', 'sample', '--steps', '2', '-n', '2', '--no-progress', '--out', str(tmp_path/'m.png')])
     assert r.returncode == 0, r.stderr
     assert run([sys.executable, '-m', 'diffnb.cli']).returncode == 2
+    (tmp_path/'diffnb'/'diffnb').mkdir(parents=True)
+    (tmp_path/'diffnb'/'setup.py').write_text("open(__file__ + '.ran', 'w').write('imported')\nraise SystemExit(7)\n")
+    r = run([sys.executable, '-m', 'diffnb.cli', 'sample', '--sampler', 'heun', '--steps', '2', '-n', '2', '--no-progress', '--out', str(tmp_path/'c.png')],
+            cwd=tmp_path)
+    assert r.returncode == 0 and not (tmp_path/'diffnb'/'setup.py.ran').exists(), r.stderr

@@ -3,7 +3,7 @@ and checks the exit status, that stderr is one line without a traceback, and wha
 
 The simple cases run concurrently in one fixture (each is mostly the start-up of a Python process); the tests
 then check their results one by one. The CLI chapter's table of failure modes points to these tests."""
-import os, resource, shlex, shutil, signal, socket, subprocess, sys, time
+import hashlib, os, resource, shlex, shutil, signal, socket, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pytest, torch
@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import bin_path, run as _run
 
 TRAIN, SAMPLE = bin_path('diffnb_train'), bin_path('diffnb_sample')
+BUNDLED_DIGITS = Path(__import__('diffnb.data').data.__file__).parent/'assets'/'mnist_subset.npz'
 ONE_THREAD = {'OMP_NUM_THREADS': '1'}
 ENV = {**os.environ, 'PYTHONUNBUFFERED': '1', **ONE_THREAD}
 QUICK = ['--no-progress', '--device', 'cpu']
@@ -72,6 +73,10 @@ def work(tmp_path_factory):
     (w/'afile').write_text('a file, not a folder')
     for copy in ('run_b', 'run_p'): shutil.copytree(w/'run', w/copy)     # cases that lock a run each get their own
     (w/'exists.png').write_bytes(b'an older grid')
+    os.mkfifo(w/'fifo')                                                 # not a regular file, like /dev/null (never replaced)
+    for f in ('flow', 'edm'):                                           # a run of each other formulation, 2 steps
+        r = run([TRAIN, '--preset', 'tiny', '--formulation', f, '--steps', '2', '--samples', '0', *QUICK, '--out', str(w/f)])
+        assert r.returncode == 0, r.stderr
     return w
 
 def case_table(w):
@@ -91,8 +96,17 @@ def case_table(w):
         'T-1': ([TRAIN, '--T', '1'], '--T must be an integer in [2, 100000]'),
         'options-of-two-formulations': ([TRAIN, '--schedule', 'linear', '--time-sampling', 'logit-normal'], '--schedule applies to another formulation than --formulation flow'),
         'size-0': ([TRAIN, '--data', img, '--size', '0'], '--size must be an integer in [1, 4096]'),
-        'guidance-inf': ([SAMPLE, '--guidance', 'inf'], '--guidance must be a finite number >= 0'),
-        'guidance-negative': ([SAMPLE, '--guidance', '-2'], '--guidance must be a finite number >= 0'),
+        'guidance-inf': ([SAMPLE, '--guidance', 'inf'], '--guidance must be a finite number in [0, 100]'),
+        'guidance-negative': ([SAMPLE, '--guidance', '-2'], '--guidance must be a finite number in [0, 100]'),
+        'guidance-1e30': ([SAMPLE, '--guidance', '1e30'], '--guidance must be a finite number in [0, 100], got 1e+30'),
+        'eta-1e308': ([SAMPLE, '--eta', '1e308'], '--eta must be a finite number in [0, 1], got 1e+308'),
+        'data-empty': ([TRAIN, '--data', ''], '--data is empty'),
+        'steps-flow-1e8': ([*S[:-4], '-n', '1', '--steps', '100000000', '--checkpoint', str(w/'flow'/'checkpoint.pt'), '--out', str(w/'o12.png')],
+                           '--steps must be an integer in [1, 1000], got 100000000'),
+        'sampler-of-another-formulation': ([*S, '--sampler', 'flow-euler', '--checkpoint', str(w/'edm'/'checkpoint.pt'), '--out', str(w/'o13.png')],
+                                           '--sampler flow-euler cannot sample this checkpoint (an EDM model); it samples with --sampler'),
+        'sampler-heun-for-flow': ([*S, '--sampler', 'heun', '--checkpoint', str(w/'flow'/'checkpoint.pt'), '--out', str(w/'o14.png')],
+                                  '--sampler heun cannot sample this checkpoint (a flow-matching model)'),
         'scale-0': ([SAMPLE, '--scale', '0'], '--scale must be an integer in [1, 64]'),
         'batch-size-0': ([SAMPLE, '--batch-size', '0'], '--batch-size must be an integer in [1, 65536]'),
         # options that would be ignored (item 10)
@@ -110,6 +124,9 @@ def case_table(w):
         'out-next-to-checkpoint': ([SAMPLE, '--checkpoint', ck, '--out', str(w/'run'/'checkpoint.png')], 'is the checkpoint: an input is never written over'),
         'tensors-is-image': ([SAMPLE, '--image', str(w/'deep.png'), '--tensors', str(w/'deep.png')], 'is the image: an input is never written over'),
         'out-exists': ([SAMPLE, '--out', str(w/'exists.png')], 'exists: pass --force to replace it'),
+        'force-device': ([*S, '--tensors', str(w/'fifo'), '--force', '--out', str(w/'o15.png')], f"--tensors {w/'fifo'} is not a regular file"),
+        'force-bundled-data': ([*S, '--image', 'bundled:3', '--tensors', str(BUNDLED_DIGITS), '--force', '--out', str(w/'o16.png')],
+                               'is inside the installed diffnb package'),
         'out-is-tensors': ([SAMPLE, '--out', str(w/'same.png'), '--tensors', str(w/'same.png')], 'are the same file'),
         'out-under-file-sample': ([SAMPLE, '--out', str(w/'afile'/'s.png')], 'is a file, not a folder'),
         'out-extension': ([*S, '--out', str(w/'s.xyz')], 'use an image extension such as .png'),
@@ -128,7 +145,6 @@ def case_table(w):
         'checkpoint-40000-channels': ([*S, '--checkpoint', str(w/'huge.pt'), '--out', str(w/'o6.png')], 'asks for more than 1,000,000,000 parameters'),
         'checkpoint-T-4e9': ([*S, '--checkpoint', str(w/'hugeT.pt'), '--out', str(w/'o7.png')], 'asks for T=4000000000 diffusion steps'),
         'checkpoint-nan-weights': ([*S, '--checkpoint', str(w/'nan.pt'), '--out', str(w/'o8.png')], 'the weights hold NaN or inf'),
-        'guidance-overflow': ([*S, '--guidance', '1e300', '--out', str(w/'o9.png')], 'non-finite values'),
         'resume-no-hparams': ([*T, '--resume', '--steps', '8', '--out', str(w/'nohparams')], 'cannot be resumed: it holds no hparams'),
         'resume-batch-size': ([*T, '--resume', '--batch-size', '16', '--steps', '8', '--out', str(w/'run_b')], '--batch-size 16 (the run: 64)'),
         'resume-preset': ([TRAIN, '--resume', '--preset', 'digits', '--steps', '8', *QUICK, '--out', str(w/'run_p')], '--preset digits (the run has another network'),
@@ -144,8 +160,13 @@ def case_table(w):
 def results(work):
     "Run every case of the table, a few at a time"
     table = case_table(work)
+    def one(c):                        # a case that hangs (say, days of sampling steps) fails instead of stopping the tests
+        try: return subprocess.run(c[0], capture_output=True, text=True, env=ENV, cwd=work, timeout=600)
+        except subprocess.TimeoutExpired as e: return subprocess.CompletedProcess(c[0], None, '', f'timed out after {e.timeout} s')
+    digest = hashlib.sha256(BUNDLED_DIGITS.read_bytes()).hexdigest()
     with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as ex:
-        done = dict(zip(table, ex.map(lambda c: subprocess.run(c[0], capture_output=True, text=True, env=ENV, cwd=work), table.values())))
+        done = dict(zip(table, ex.map(one, table.values())))
+    assert hashlib.sha256(BUNDLED_DIGITS.read_bytes()).hexdigest() == digest, 'the bundled digits were written over'
     return table, done
 
 CASE_IDS = list(case_table(Path('/nonexistent')))
@@ -161,7 +182,8 @@ def test_nothing_written_by_refused_commands(results, work):
         ck = torch.load(work/run_dir/'checkpoint.pt')
         assert ck['step'] == 6 and ck['hparams']['batch_size'] == 64
     assert (work/'exists.png').read_bytes() == b'an older grid'
-    assert not any((work/f'o{i}.png').exists() for i in range(1, 12)) and not (work/'s.xyz').exists()
+    assert not any((work/f'o{i}.png').exists() or (work/f'o{i}.pt').exists() for i in range(1, 17)) and not (work/'s.xyz').exists()
+    assert (work/'fifo').is_fifo()
     assert not (work/'r1').exists() and not (work/'r2').exists() and not (work/'imgs'/'run').exists()
     assert not list(work.rglob('*.tmp')) and not list(work.rglob('*.lock'))
 
@@ -203,8 +225,47 @@ def test_full_disk_while_sampling(work, tmp_path):
     "A write that fails (the file-size cap stands in for a full disk) leaves no grid, no tensors and no temporary file"
     (tmp_path/'keep.png').write_bytes(b'old')
     r = run([SAMPLE, '-n', '10', '--steps', '2', '--no-progress', '--force', '--out', str(tmp_path/'keep.png')], preexec_fn=limits(fsize=1000))
-    one_line(r, f"cannot write {tmp_path/'keep.png'}")
+    one_line(r, f"cannot write {tmp_path/'keep.pt'}")                       # the raw samples are written first
     assert sorted(p.name for p in tmp_path.iterdir()) == ['keep.png'] and (tmp_path/'keep.png').read_bytes() == b'old'
+
+def test_samples_saved_when_the_grid_fails(work, tmp_path):
+    "The raw samples are written before the grid: a grid that cannot be written (a huge JPEG past the cap) loses no sample"
+    r = run([SAMPLE, '-n', '10', '--steps', '2', '--scale', '64', '--no-progress', '--out', str(tmp_path/'g.jpg')], preexec_fn=limits(fsize=100_000))
+    line = one_line(r, f"the grid {tmp_path/'g.jpg'} was not written")
+    assert f"the 10 samples are saved in {tmp_path/'g.pt'}" in line
+    assert torch.load(tmp_path/'g.pt')['samples'].shape == (10, 1, 28, 28)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['g.pt']
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='RLIMIT_DATA bounds memory this way on Linux')
+def test_one_image_too_large(work, tmp_path):
+    "A stored 4096x4096 image shape that does not fit at batch size 1: the message names the shape, not the batch size"
+    ck = torch.load(work/'run'/'checkpoint.pt')
+    torch.save({**ck, 'data': {**ck['data'], 'shape': [1, 4096, 4096]}}, tmp_path/'big.pt')
+    r = run([SAMPLE, '--checkpoint', str(tmp_path/'big.pt'), '-n', '1', '--steps', '1', '--no-progress', '--out', str(tmp_path/'b.png')],
+            preexec_fn=limits(data=1200 << 20))
+    line = one_line(r, 'out of memory')
+    assert '1x4096x4096' in line and 'a smaller --batch-size cannot help' in line and 'use a smaller' not in line
+
+def test_full_disk_at_the_first_save(work, tmp_path):
+    "A really full disk (a 3 MB tmpfs) at the first save of the digits model: one line naming it; nothing left behind"
+    disk = tmp_path/'disk'; disk.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(disk)], capture_output=True).returncode != 0:
+        pytest.skip('mounting a small tmpfs needs root')
+    try:
+        r = run([TRAIN, '--steps', '1', '--samples', '0', *QUICK, '--out', str(disk/'run')])
+        line = one_line(r, 'No space left on device')
+        assert 'no checkpoint was saved' in line and not (disk/'run').exists()
+    finally: subprocess.run(['umount', str(disk)])
+
+@pytest.mark.parametrize('delay', [0.7, 1.2])
+def test_ctrl_c_in_the_first_second(work, tmp_path, delay):
+    "Ctrl-C while the options are still being parsed (the --preset name imports PyTorch): 130 and one line, no traceback"
+    p = subprocess.Popen([TRAIN, '--preset', 'tiny', '--steps', '5', '--samples', '0', *QUICK, '--out', str(tmp_path/'run')],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    time.sleep(delay); p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    one_line(subprocess.CompletedProcess(p.args, p.returncode, '', err), 'interrupted', status=130)
+    assert not (tmp_path/'run'/'checkpoint.pt').exists() or torch.load(tmp_path/'run'/'checkpoint.pt')['step'] >= 1
 
 def test_full_disk_while_checkpointing(work, tmp_path):
     "The checkpoint cannot be written: one line, and the checkpoint on disk still loads, at its step"
@@ -254,14 +315,31 @@ def test_two_trainers_and_ctrl_c(work, tmp_path):
     assert r.returncode == 0 and f'resuming {out/"checkpoint.pt"} at step {step}' in r.stdout, r.stdout + r.stderr
     assert torch.load(out/'checkpoint.pt')['step'] == step + 2
 
-def test_sigterm_while_sampling(work, tmp_path):
-    "SIGTERM (a scheduler's stop) while the command runs: status 130, one line, and no file or temporary file written"
+@pytest.mark.parametrize('sig', ['SIGTERM', 'SIGHUP'])
+def test_signal_while_sampling(work, tmp_path, sig):
+    "SIGTERM (a scheduler's stop) or SIGHUP (a closed terminal) while sampling: status 130, one line, no file or temporary file written"
     p = subprocess.Popen([SAMPLE, '-n', '2000', '--batch-size', '20', '--steps', '20', '--no-progress', '--out', str(tmp_path/'s.png')],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    time.sleep(6); p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
-    one_line(subprocess.CompletedProcess(p.args, p.returncode, '', err), 'interrupted: SIGTERM', status=130)
+    time.sleep(6); p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=120)
+    one_line(subprocess.CompletedProcess(p.args, p.returncode, '', err), f'interrupted: {sig}', status=130)
     assert list(tmp_path.iterdir()) == []
+
+def test_sighup_while_training(work, tmp_path):
+    "A hang-up (closed terminal, dropped SSH session) stops training like Ctrl-C: the finished step is saved, status 130"
+    out = tmp_path/'run'
+    cmd = [TRAIN, '--preset', 'tiny', '--steps', '100000', '--ckpt-every', '100000', '--samples', '0', *QUICK, '--out', str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert p.stdout.readline().startswith('training a'), p.stderr.read()
+        time.sleep(2)
+        p.send_signal(signal.SIGHUP)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None: p.kill()
+    line = one_line(subprocess.CompletedProcess(cmd, p.returncode, '', err), 'SIGHUP: training stopped after a finished step', status=130)
+    step = torch.load(out/'checkpoint.pt')['step']
+    assert step > 0 and f'step {step} is saved in {out/"checkpoint.pt"}' in line
 
 def silent_server():
     "A socket that accepts connections and never answers"
