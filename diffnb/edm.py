@@ -68,7 +68,8 @@ class VPDenoiser:
         out = self.model(x_vp, t, y) if y is not None else self.model(x_vp, t)
         return convert_prediction(out, x_vp, a, sig * a, self.model_prediction)[1]
 
-    def __repr__(self): return f'VPDenoiser({type(self.model).__name__}, {self.s.name}, T={self.s.T}, prediction={self.model_prediction!r})'
+    def __repr__(self):
+        return f'VPDenoiser({type(self.model).__name__}, {self.s.name}, T={self.s.T}, prediction={self.model_prediction!r})'
 
 # %% ../nbs/11_edm.ipynb #2c55b782
 class GaussianDenoiser:
@@ -188,7 +189,8 @@ def as_denoiser(
 
 # %% ../nbs/11_edm.ipynb #2f1d21b7
 def _check_number(name, v, lo=0.0):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= lo: raise ValueError(f'{name} must be a number >= {lo}, got {v!r}')
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= lo:
+        raise ValueError(f'{name} must be a number >= {lo}, got {v!r}')
     return float(v)
 
 def _noise_levels(steps, sigmas, default):
@@ -197,21 +199,40 @@ def _noise_levels(steps, sigmas, default):
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
     if len(sigmas) < 2 or sigmas[-1] != 0 or not (sigmas[:-1] > 0).all() or not (sigmas[1:] < sigmas[:-1]).all():
         raise ValueError('sigmas must be decreasing positive noise levels followed by a final 0')
-    if steps is not None and steps != len(sigmas) - 1: raise ValueError(f'steps={steps} does not match the {len(sigmas) - 1} steps of sigmas')
+    if steps is not None and steps != len(sigmas) - 1:
+        raise ValueError(f'steps={steps} does not match the {len(sigmas) - 1} steps of sigmas')
     return sigmas
 
+def _checked_denoiser(D, y, shape, device, clip_x0):
+    "D(x; sigma) for the whole batch at one noise level: the output's shape checked once, its values always; clipped"
+    checked = []
+    def denoise(x, sigma):
+        sg = torch.full((shape[0],), sigma, device=device)
+        out = D(x, sg, y) if y is not None else D(x, sg)
+        if not checked:
+            if not isinstance(out, Tensor) or out.shape != x.shape:
+                got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ValueError(f'the model must return a tensor of shape {tuple(x.shape)}, got {got}')
+            checked.append(True)
+        if not torch.isfinite(out).all():
+            raise FloatingPointError(f'the model returned non-finite values (NaN or inf) at sigma {sigma:.4g}: '
+                                     'check its weights and inputs')
+        return out.float().clamp(-1, 1) if clip_x0 else out.float()
+    return denoise
+
+# %% ../nbs/11_edm.ipynb #31b9bd68
 def edm_sample(
-    model, # a chapter-4 model with its NoiseSchedule `s`, or a denoiser D(x, sigma, y=None) with its `SigmaSchedule`
+    model, # a chapter-4 model with its NoiseSchedule `s`, or a denoiser D(x, sigma, y=None) with a `SigmaSchedule`
     s, # the model's `NoiseSchedule` or `SigmaSchedule`
     shape:tuple, # shape of the samples, (B, C, H, W)
     *,
-    steps:int=None, # sampler steps (default 18, or len(sigmas) - 1): Heun makes 2 * steps - 1 model calls, Euler `steps`
+    steps:int=None, # sampler steps (default 18, or len(sigmas) - 1): Heun makes 2 steps - 1 model calls, Euler `steps`
     method:str='heun', # 'heun' (second order) or 'euler' (first order)
     sigma_min:float=None, # smallest noise level (default: from `s`)
     sigma_max:float=None, # starting noise level (default: from `s`; at most 80 for a NoiseSchedule)
     rho:float=None, # Karras spacing exponent (default: from `s`, 7)
     sigmas=None, # or: the decreasing noise levels to visit, ending in 0 (replaces the three above)
-    S_churn:float=0.0, # total stochasticity: gamma_i = min(S_churn / steps, sqrt(2) - 1) where sigma_i is in [S_tmin, S_tmax]
+    S_churn:float=0.0, # total stochasticity: gamma_i = min(S_churn / steps, sqrt(2) - 1) in [S_tmin, S_tmax]
     S_tmin:float=0.0, # lowest sigma that gets fresh noise
     S_tmax:float=float('inf'), # highest sigma that gets fresh noise
     S_noise:float=1.0, # standard deviation of the fresh noise
@@ -224,26 +245,17 @@ def edm_sample(
     progress:bool=False, # show a progress bar
     device=None, # where to sample (default: the model's device)
 ):
-    "Karras et al.'s sampler of dx/dsigma = (x - D(x; sigma)) / sigma (Algorithm 1, or 2 with S_churn > 0) for any diffnb model; `steps` Heun steps make 2 steps - 1 model calls, Euler steps one each"
+    "Karras et al.'s sampler of dx/dsigma = (x - D(x; sigma)) / sigma for any diffnb model (Algorithm 2 if S_churn > 0)"
     D, default = as_denoiser(model, s, prediction)
     if method not in ('heun', 'euler'): raise ValueError(f"method must be 'heun' or 'euler', got {method!r}")
-    S_churn, S_tmin, S_noise = (_check_number(n, v) for n, v in [('S_churn', S_churn), ('S_tmin', S_tmin), ('S_noise', S_noise)])
-    sig = _noise_levels(steps, sigmas, (sigma_min or default[0], sigma_max or default[1], rho or default[2])).tolist()
+    S_churn, S_tmin, S_noise = (_check_number(k, v) for k, v in
+                                [('S_churn', S_churn), ('S_tmin', S_tmin), ('S_noise', S_noise)])
+    default = (sigma_min or default[0], sigma_max or default[1], rho or default[2])
+    sig = _noise_levels(steps, sigmas, default).tolist()
     N = len(sig) - 1
     shape, device, x_T = start_sampling(model, shape, x_T, generator, device)
-    y, checked = check_labels(y, model, shape[0], device), []
-
-    def denoise(x, sigma):
-        sg = torch.full((shape[0],), sigma, device=device)
-        out = D(x, sg, y) if y is not None else D(x, sg)
-        if not checked:
-            if not isinstance(out, Tensor) or out.shape != x.shape:
-                raise ValueError(f'the model must return a tensor of shape {tuple(x.shape)}, got {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}')
-            checked.append(True)
-        if not torch.isfinite(out).all():
-            raise FloatingPointError(f'the model returned non-finite values (NaN or inf) at sigma {sigma:.4g}: check its weights and inputs')
-        return out.float().clamp(-1, 1) if clip_x0 else out.float()
-
+    y = check_labels(y, model, shape[0], device)
+    denoise = _checked_denoiser(D, y, shape, device, clip_x0)
     x, traj = x_T * math.sqrt(1 + sig[0] ** 2), Trajectory() if return_trajectory else None
     with torch.inference_mode():
         for i in _steps(range(N), progress, f'EDM {method}'):
@@ -303,12 +315,14 @@ class EDMPrecond(nn.Module):
     ):
         super().__init__()
         self.net = net if isinstance(net, nn.Module) else UNet(**(net or {}))
-        if not isinstance(getattr(self.net, 'config', None), dict): raise ValueError('net must be a UNet (or a model whose `config` rebuilds it)')
+        if not isinstance(getattr(self.net, 'config', None), dict):
+            raise ValueError('net must be a UNet (or a model whose `config` rebuilds it)')
         if not sigma_data > 0: raise ValueError(f'sigma_data must be > 0, got {sigma_data}')
         lo, hi = map(float, noise_range)
         if not 0 < lo < hi: raise ValueError(f'noise_range must be (low, high) with 0 < low < high, got {noise_range}')
         self.sigma_data, self.noise_range = float(sigma_data), (lo, hi)
-        self.config = dict(net=dict(self.net.config), sigma_data=self.sigma_data, noise_range=self.noise_range)
+        self.config = dict(net=dict(self.net.config), sigma_data=self.sigma_data,
+                           noise_range=self.noise_range)
         self.in_channels, self.n_classes = self.net.in_channels, self.net.n_classes
 
     def timestep(self,
@@ -342,7 +356,8 @@ class EDM:
     ):
         if not P_std > 0: raise ValueError(f'P_std must be > 0, got {P_std}')
         if not 0 < sigma_min < sigma_max: raise ValueError(f'need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}')
-        self.P_mean, self.P_std, self.sigma_min, self.sigma_max, self.rho = float(P_mean), float(P_std), float(sigma_min), float(sigma_max), float(rho)
+        self.P_mean, self.P_std, self.rho = float(P_mean), float(P_std), float(rho)
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
 
     def draw_times(self,
         n:int, # how many
@@ -363,7 +378,8 @@ class EDM:
         sigma = times.to(x0.device, x0.dtype)
         x = x0 + sigma.reshape(-1, *([1] * (x0.ndim - 1))) * noise
         D = model(x, sigma, y) if y is not None else model(x, sigma)
-        if D.shape != x0.shape: raise ValueError(f'the model must return a tensor shaped like its input {tuple(x0.shape)}, got {tuple(D.shape)}')
+        if D.shape != x0.shape:
+            raise ValueError(f'the model must return a tensor shaped like its input {tuple(x0.shape)}, got {tuple(D.shape)}')
         return edm_loss_weight(sigma, sigma_data) * (D - x0).pow(2).flatten(1).mean(1)
 
     def to(self, device): return self
@@ -374,8 +390,10 @@ class EDM:
     def config(self)->dict: return dict(kind=self.kind, module=__name__, P_mean=self.P_mean, P_std=self.P_std,
                                         sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho)
     @classmethod
-    def from_config(cls, cfg:dict): return cls(**{k: cfg[k] for k in ('P_mean', 'P_std', 'sigma_min', 'sigma_max', 'rho') if k in cfg})
-    def __repr__(self): return f'EDM(P_mean={self.P_mean}, P_std={self.P_std}, sigma {self.sigma_min} to {self.sigma_max}, rho={self.rho})'
+    def from_config(cls, cfg:dict):
+        return cls(**{k: cfg[k] for k in ('P_mean', 'P_std', 'sigma_min', 'sigma_max', 'rho') if k in cfg})
+    def __repr__(self):
+        return f'EDM(P_mean={self.P_mean}, P_std={self.P_std}, sigma {self.sigma_min} to {self.sigma_max}, rho={self.rho})'
 
 # %% ../nbs/11_edm.ipynb #74b1d82e
 EDM_STOCHASTIC = dict(S_churn=40.0, S_tmin=0.05, S_tmax=50.0, S_noise=1.003)
@@ -387,7 +405,9 @@ def _edm_sampler(method, **defaults):
         return edm_sample(model, s, shape, steps=steps, method=method, **{**defaults, **kw})
     return fn
 
-register_sampler('heun', _edm_sampler('heun'), 18, object, False, "Heun's second-order ODE sampler on Karras sigmas: 2 steps - 1 calls (chapter 11)")
-register_sampler('euler', _edm_sampler('euler'), 35, object, False, 'Euler in sigma on Karras sigmas: one call per step (chapter 11)')
+register_sampler('heun', _edm_sampler('heun'), 18, object, False,
+                 "Heun's second-order ODE sampler on Karras sigmas: 2 steps - 1 calls (chapter 11)")
+register_sampler('euler', _edm_sampler('euler'), 35, object, False,
+                 'Euler in sigma on Karras sigmas: one call per step (chapter 11)')
 register_sampler('edm-stochastic', _edm_sampler('heun', **EDM_STOCHASTIC), 18, object, False,
                  "Heun with fresh noise, Karras et al.'s Algorithm 2 (chapter 11)");

@@ -23,7 +23,8 @@ def _at(t, x:Tensor)->Tensor:
     "Times `t` (a number or (B,)) shaped (B, 1, ..., 1) to broadcast against `x`"
     t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
     if t.ndim == 0: t = t.expand(x.shape[0])
-    if t.shape != (x.shape[0],): raise ValueError(f't must be a number or have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}')
+    if t.shape != (x.shape[0],):
+        raise ValueError(f't must be a number or have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}')
     return t.reshape(-1, *([1] * (x.ndim - 1)))
 
 def flow_path(
@@ -32,18 +33,19 @@ def flow_path(
     t, # times in [0, 1]: a number or a tensor (B,)
 )->Tensor: # x_t = (1 - t) x0 + t noise
     "A point on the straight path from data (t = 0) to noise (t = 1)"
-    if noise.shape != x0.shape: raise ValueError(f'noise must have the same shape as x0 {tuple(x0.shape)}, got {tuple(noise.shape)}')
+    if noise.shape != x0.shape:
+        raise ValueError(f'noise must have the same shape as x0 {tuple(x0.shape)}, got {tuple(noise.shape)}')
     tb = _at(t, x0)
     return (1 - tb) * x0 + tb * noise
 
 def split_velocity(
-    v:Tensor, # a velocity estimate at (x_t, t)
+    u:Tensor, # a velocity estimate at (x_t, t)
     x_t:Tensor, # the point it was made at
     t, # its time in [0, 1]: a number or a tensor (B,)
 )->tuple: # (eps_hat, x0_hat)
-    "The noise and clean-data estimates a velocity implies: x_t + (1 - t) v and x_t - t v"
+    "The noise and clean-data estimates a velocity implies: x_t + (1 - t) u and x_t - t u"
     tb = _at(t, x_t)
-    return x_t + (1 - tb) * v, x_t - tb * v
+    return x_t + (1 - tb) * u, x_t - tb * u
 
 # %% ../nbs/12_flow.ipynb #3fe1ad19
 def _flow_times(t, x:Tensor, dtype=None)->Tensor:
@@ -51,8 +53,10 @@ def _flow_times(t, x:Tensor, dtype=None)->Tensor:
     t = torch.as_tensor(t, device=x.device)
     if not t.is_floating_point(): raise ValueError(f't must hold float times in [0, 1], got dtype {t.dtype}')
     if t.ndim == 0: t = t.expand(x.shape[0])
-    if t.shape != (x.shape[0],): raise ValueError(f't must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}')
-    if len(t) and not (t.min() >= 0 and t.max() <= 1): raise ValueError(f't must lie in [0, 1], got values from {t.min().item():.4g} to {t.max().item():.4g}')
+    if t.shape != (x.shape[0],):
+        raise ValueError(f't must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}')
+    if len(t) and not (t.min() >= 0 and t.max() <= 1):
+        raise ValueError(f't must lie in [0, 1], got values from {t.min().item():.4g} to {t.max().item():.4g}')
     return t.to(dtype or t.dtype)
 
 class GaussianMixtureFlow:
@@ -66,8 +70,9 @@ class GaussianMixtureFlow:
         self.means = torch.as_tensor(means, dtype=torch.float64)
         K = len(self.means)
         self.stds = torch.as_tensor(stds, dtype=torch.float64).expand(K)
-        w = torch.full((K,), 1 / K, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-        self.logw = (w / w.sum()).log()
+        pi = torch.full((K,), 1 / K) if weights is None else torch.as_tensor(weights)
+        pi = pi.to(torch.float64)
+        self.logw = (pi / pi.sum()).log()
 
     def __call__(self,
         x_t:Tensor, # points on the path (B, D)
@@ -110,7 +115,8 @@ class DiscretizedFlow:
         s:NoiseSchedule, # the schedule whose timesteps the wrapper answers at
     ):
         if getattr(model, 'prediction', 'flow') != 'flow':
-            raise ValueError(f"DiscretizedFlow needs a flow model (prediction 'flow'), got one predicting {model.prediction!r}")
+            raise ValueError(f"DiscretizedFlow needs a flow model (prediction 'flow'), "
+                             f"got one predicting {model.prediction!r}")
         self.model, self.s = model, s
         self.n_classes, self.needs_labels = getattr(model, 'n_classes', None), getattr(model, 'needs_labels', False)
 
@@ -126,7 +132,8 @@ class DiscretizedFlow:
         a, b = ab.sqrt(), (1 - ab).sqrt()
         t_flow, k = b / (a + b), (a + b).reshape(-1, *([1] * (x.ndim - 1)))
         xf = x.double() / k
-        u = (self.model(xf.to(x.dtype), t_flow.to(x.dtype), y) if y is not None else self.model(xf.to(x.dtype), t_flow.to(x.dtype))).double()
+        xf_, t_ = xf.to(x.dtype), t_flow.to(x.dtype)
+        u = (self.model(xf_, t_, y) if y is not None else self.model(xf_, t_)).double()
         return ((a - b).reshape(k.shape) * xf + u / k).to(x.dtype)
 
     def __repr__(self): return f'DiscretizedFlow({type(self.model).__name__}, {self.s.name}, T={self.s.T})'
@@ -137,14 +144,17 @@ FLOW_METHODS = ('euler', 'midpoint', 'heun')
 def flow_timesteps(
     steps:int, # number of solver steps N
     shift:float=1.0, # time shift alpha > 0: t -> alpha t / (1 + (alpha - 1) t); 1 for none
-    t_min:float=1e-3, # the last nonzero time, before the final 0 (diffusers' grid); 0 for N steps evenly spaced down to 0
+    t_min:float=1e-3, # the last nonzero time before the final 0 (diffusers' grid); 0: N even steps down to 0
 )->list: # N + 1 decreasing times from 1 to 0
     "The times a flow sampler visits: diffusers' FlowMatchEulerDiscreteScheduler grid by default"
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f'steps must be a positive integer, got {steps!r}')
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f'steps must be a positive integer, got {steps!r}')
     if not (isinstance(shift, (int, float)) and shift > 0): raise ValueError(f'shift must be a number > 0, got {shift!r}')
-    if not (isinstance(t_min, (int, float)) and 0 <= t_min < 1): raise ValueError(f't_min must be a number in [0, 1), got {t_min!r}')
-    u = torch.linspace(1, t_min, steps, dtype=torch.float64) if t_min > 0 else torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1]
-    return (shift * u / (1 + (shift - 1) * u)).tolist() + [0.0]
+    if not (isinstance(t_min, (int, float)) and 0 <= t_min < 1):
+        raise ValueError(f't_min must be a number in [0, 1), got {t_min!r}')
+    if t_min > 0: r = torch.linspace(1, t_min, steps, dtype=torch.float64)
+    else: r = torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1]
+    return (shift * r / (1 + (shift - 1) * r)).tolist() + [0.0]
 
 # %% ../nbs/12_flow.ipynb #611e2003
 def flow_sample(
@@ -159,12 +169,12 @@ def flow_sample(
     y=None, # class labels (B,) for a class-conditional model
     x_T:Tensor=None, # the starting noise at t = 1 (default: drawn from `generator`)
     generator:torch.Generator=None, # randomness for x_T
-    clip_x0:bool=False, # clip each clean-image estimate x_t - t v (and the result) to [-1, 1]
+    clip_x0:bool=False, # clip each clean-image estimate x_t - t u (and the result) to [-1, 1]
     return_trajectory:bool=False, # also return the `Trajectory`
     progress:bool=False, # show a progress bar
     device=None, # where to sample (default: the model's device)
 ):
-    "Integrate a flow model's ODE dx/dt = v(x, t) from t = 1 (noise) to t = 0 (data)"
+    "Integrate a flow model's ODE dx/dt = u(x, t) from t = 1 (noise) to t = 0 (data)"
     if method not in FLOW_METHODS: raise ValueError(f'method must be one of {FLOW_METHODS}, got {method!r}')
     if times is None: ts = flow_timesteps(50 if steps is None else steps, shift, t_min)
     else:
@@ -179,9 +189,11 @@ def flow_sample(
         tt = torch.full((shape[0],), t, device=dev)
         v = model(x, tt, y) if y is not None else model(x, tt)
         if not isinstance(v, Tensor) or v.shape != x.shape:
-            raise ValueError(f'the model must return a tensor of shape {tuple(x.shape)}, got {tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}')
+            got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+            raise ValueError(f'the model must return a tensor of shape {tuple(x.shape)}, got {got}')
         if not torch.isfinite(v).all():
-            raise FloatingPointError(f'the model returned non-finite values (NaN or inf) at t={t:.4g}: check its weights and inputs')
+            raise FloatingPointError(f'the model returned non-finite values (NaN or inf) at t={t:.4g}: '
+                                     'check its weights and inputs')
         v = v.float()
         if clip_x0 and t > 0:
             x0 = (x - t * v).clamp(-1, 1)
@@ -224,20 +236,24 @@ class FlowPath:
     def to(self, device=None, dtype=None): return self
     def __repr__(self): return 'FlowPath(x_t = (1 - t) x0 + t eps, t in [0, 1])'
 
+# %% ../nbs/12_flow.ipynb #d1bcf2c4
 TIME_SAMPLINGS = ('uniform', 'logit-normal')
 
 @register_formulation
 class FlowMatching:
-    "Flow matching (Lipman et al. 2023; Liu et al. 2022): straight paths, the velocity target eps - x0, times in [0, 1]"
+    "Flow matching (Lipman et al. 2023; Liu et al. 2023): straight paths, the velocity target eps - x0, times in [0, 1]"
     kind, min_snr_gamma = 'flow', None
     def __init__(self,
         time_sampling:str='uniform', # how training times are drawn: 'uniform' or 'logit-normal'
         loc:float=0.0, # logit-normal: mean of the logit of t
         scale:float=1.0, # logit-normal: standard deviation of the logit of t
     ):
-        if time_sampling not in TIME_SAMPLINGS: raise ValueError(f'time_sampling must be one of {TIME_SAMPLINGS}, got {time_sampling!r}')
-        if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)): raise ValueError(f'scale must be a number > 0, got {scale!r}')
-        if not (isinstance(loc, (int, float)) and math.isfinite(loc)): raise ValueError(f'loc must be a finite number, got {loc!r}')
+        if time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f'time_sampling must be one of {TIME_SAMPLINGS}, got {time_sampling!r}')
+        if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+            raise ValueError(f'scale must be a number > 0, got {scale!r}')
+        if not (isinstance(loc, (int, float)) and math.isfinite(loc)):
+            raise ValueError(f'loc must be a finite number, got {loc!r}')
         self.time_sampling, self.loc, self.scale = time_sampling, float(loc), float(scale)
 
     def draw_times(self,
@@ -259,7 +275,8 @@ class FlowMatching:
         t = _flow_times(times, x0, x0.dtype)
         x_t = flow_path(x0, noise, t)
         out = model(x_t, t, y) if y is not None else model(x_t, t)
-        if out.shape != x0.shape: raise ValueError(f'the model must return a tensor shaped like its input {tuple(x0.shape)}, got {tuple(out.shape)}')
+        if out.shape != x0.shape:
+            raise ValueError(f'the model must return a tensor shaped like its input {tuple(x0.shape)}, got {tuple(out.shape)}')
         return (out - (noise - x0)).pow(2).flatten(1).mean(1)
 
     def to(self, device): return self
@@ -267,16 +284,20 @@ class FlowMatching:
         "What samplers take as their second argument: a `FlowPath`"
         return FlowPath()
     @property
-    def config(self)->dict: return dict(kind=self.kind, module='diffnb.flow', time_sampling=self.time_sampling, loc=self.loc, scale=self.scale)
+    def config(self)->dict:
+        return dict(kind=self.kind, module='diffnb.flow', time_sampling=self.time_sampling, loc=self.loc,
+                    scale=self.scale)
     @classmethod
     def from_config(cls, cfg:dict): return cls(cfg.get('time_sampling', 'uniform'), cfg.get('loc', 0.0), cfg.get('scale', 1.0))
     def __repr__(self):
-        return f'FlowMatching({self.time_sampling!r}' + (f', loc={self.loc}, scale={self.scale})' if self.time_sampling == 'logit-normal' else ')')
+        extra = f', loc={self.loc}, scale={self.scale}' if self.time_sampling == 'logit-normal' else ''
+        return f'FlowMatching({self.time_sampling!r}{extra})'
 
 # %% ../nbs/12_flow.ipynb #ea7732de
 for _m, _k, _what in [('euler', 50, 'Euler, first order'), ('midpoint', 25, 'midpoint, second order, 2 calls per step'),
                       ('heun', 25, 'Heun, second order, 2 calls per step (1 for the last)')]:
-    register_sampler(f'flow-{_m}', _flow_sampler(_m), _k, FlowPath, False, f'flow matching ODE: {_what} (chapter 12)')
+    register_sampler(f'flow-{_m}', _flow_sampler(_m), _k, FlowPath, False,
+                     f'flow matching ODE: {_what} (chapter 12)')
 
 # %% ../nbs/12_flow.ipynb #658077a9
 def sliced_wasserstein(
@@ -303,7 +324,8 @@ def reflow_pairs(
     generator:torch.Generator=None, # randomness for the noise
     **kwargs,
 )->tuple: # (noise z, sample x): train on x_t = (1 - t) x + t z
-    "Noise and the sample the flow makes of it: the coupling the next rectified flow is trained on. Further keyword arguments (`method`, `clip_x0`, `progress`, `device`) go to `flow_sample`"
+    """Noise and the sample the flow makes of it: the coupling the next rectified flow is trained on.
+    Further keyword arguments (`method`, `clip_x0`, `progress`, `device`) go to `flow_sample`"""
     z = randn(tuple(shape), generator, kwargs.get('device') or model_device(model))
     return z, flow_sample(model, shape, steps=steps, t_min=0, y=y, x_T=z, **kwargs)
 
@@ -311,7 +333,7 @@ def straightness(
     traj:Trajectory, # a flow sampler's trajectory from t = 1 (many small steps)
     t_end:float=0.0, # the time the trajectory ends at
 )->float: # S: 0 for straight paths at constant speed
-    "Liu et al.'s straightness S = int E||(x_1 - x_0) - v(x_t, t)||^2 dt, from the secant velocities of a trajectory"
+    "Liu et al.'s straightness S = int E||(x_1 - x_0) - u(x_t, t)||^2 dt, from the secant velocities of a trajectory"
     ts = torch.tensor(list(traj.t) + [t_end], dtype=torch.float64)
     xs = traj.x_t.double().flatten(2)                                          # (steps + 1, B, D)
     dt = ts[1:] - ts[:-1]                                                      # negative: time runs down
@@ -322,7 +344,8 @@ def straightness(
 # %% ../nbs/12_flow.ipynb #33de97b9
 @register_model
 class FlowUNet(nn.Module):
-    "Chapter 3's `UNet` as a flow model: `FlowUNet()(x_t, t, y=None)` predicts eps - x0 for float times t in [0, 1]. Keyword arguments other than `time_scale` are `UNet`'s (`channels`, `n_classes`, ...; its defaults suit 1x28x28 digits)"
+    """Chapter 3's `UNet` as a flow model: `FlowUNet()(x_t, t, y=None)` predicts eps - x0 for float times t in [0, 1].
+    Keyword arguments other than `time_scale` are `UNet`'s (`channels`, `n_classes`, ...; its defaults suit 1x28x28 digits)"""
     prediction = 'flow'
     __module__ = 'diffnb.flow'       # what checkpoints record, so a new process finds it even when trained from this notebook
     def __init__(self,
@@ -330,10 +353,13 @@ class FlowUNet(nn.Module):
         **unet_kwargs,
     ):
         super().__init__()
-        if 'prediction' in unet_kwargs: raise ValueError('a FlowUNet always predicts the velocity eps - x0; do not pass prediction')
-        if not (isinstance(time_scale, (int, float)) and time_scale > 0): raise ValueError(f'time_scale must be a number > 0, got {time_scale!r}')
+        if 'prediction' in unet_kwargs:
+            raise ValueError('a FlowUNet always predicts the velocity eps - x0; do not pass prediction')
+        if not (isinstance(time_scale, (int, float)) and time_scale > 0):
+            raise ValueError(f'time_scale must be a number > 0, got {time_scale!r}')
         self.unet, self.time_scale = UNet(**unet_kwargs), float(time_scale)
-        self.config = dict(time_scale=self.time_scale, **{k: v for k, v in self.unet.config.items() if k != 'prediction'})
+        self.config = dict(time_scale=self.time_scale,
+                           **{k: v for k, v in self.unet.config.items() if k != 'prediction'})
         self.in_channels, self.n_classes = self.unet.in_channels, self.unet.n_classes
 
     def forward(self,

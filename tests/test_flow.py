@@ -212,7 +212,7 @@ def test_reflow_pairs_and_straightness():
     (lambda: FlowUNet(prediction='v'), 'do not pass prediction'),
     (lambda: DiscretizedFlow(GaussianMixtureModel(cosine_schedule(), ring_means(8), 0.1), cosine_schedule()), 'needs a flow model'),
     (lambda: sample(RING, FlowPath(), (2, 2), sampler='flow-heun', eta=0.5), 'eta applies to the DDIM sampler only'),
-    (lambda: sample(RING, cosine_schedule(), (2, 2), sampler='flow-euler'), 'needs a FlowPath'),
+    (lambda: sample(RING, cosine_schedule(), (2, 2), sampler='flow-euler'), 'cannot sample a model with NoiseSchedule'),
     (lambda: sample(RING, FlowPath(), known=torch.zeros(1, 1, 4, 4), mask=torch.ones(1, 1, 4, 4), sampler='flow-euler'), 'does not inpaint'),
     (lambda: FlowMatching().loss(lambda x, t, y=None: x[:, :1], torch.zeros(2, 2), None, torch.rand(2), torch.zeros(2, 2)), 'shaped like its input'),
     (lambda: sliced_wasserstein(torch.zeros(3, 2), torch.zeros(4, 2)), 'same shape'),
