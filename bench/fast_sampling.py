@@ -7,11 +7,14 @@ round; each is reported as the median over rounds and as a ratio to the teacher'
 
 Quality: the evaluation chapter's protocol (`evaluate_sampler`) for every case: 500 samples per seed with labels drawn at
 random, FID and KID in the bundled classifier's features against the reference half of the held-out digits, and the
-real control half scored the same way (the floor), over three seeds.
+real control half scored the same way (the floor), over three seeds. Every sampler sees the same seeds (the same
+held-out split, labels and starting noise per seed), so each one's difference from the teacher's solver is also
+reported paired: the mean and the standard deviation over seeds of the per-seed differences.
 
     python bench/fast_sampling.py                          # two threads; writes bench/results/fast_sampling.json
     python bench/fast_sampling.py --rounds 9 --seeds 0 1 2 --threads 2
     python bench/fast_sampling.py --no-scores              # timing only
+    python bench/fast_sampling.py --timing-from bench/results/fast_sampling.json   # scores only; keep that run's timing
 """
 import argparse, json, platform, statistics, time
 from pathlib import Path
@@ -34,6 +37,7 @@ def main():
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='seeds of the quality protocol')
     p.add_argument('--threads', type=int, default=2, help='torch threads (the two CPU cores of the reference machine)')
     p.add_argument('--no-scores', action='store_true', help='time only')
+    p.add_argument('--timing-from', help='keep the timing of this earlier result file (a busy machine times badly); score only')
     p.add_argument('--out', default=str(Path(__file__).parent/'results'/'fast_sampling.json'))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -45,7 +49,12 @@ def main():
 
     y = torch.randint(0, 10, (a.batch,), generator=torch.Generator().manual_seed(0))
     times = {c: [] for c in fns}
-    for r in range(a.rounds + 1):                                   # round 0 warms up
+    if a.timing_from:
+        old = json.loads(Path(a.timing_from).read_text())
+        if set(old['timing']) != set(fns): raise SystemExit(f'{a.timing_from} times other samplers: {sorted(old["timing"])}')
+        times = {c: old['timing'][c]['all_s'] for c in fns}
+        a.batch, a.rounds, a.threads = old['batch'], old['rounds'], old['machine']['threads']
+    for r in range(0 if a.timing_from else a.rounds + 1):           # round 0 warms up
         for c, f in fns.items():
             g = torch.Generator().manual_seed(r)
             t0 = time.perf_counter(); f(a.batch, y, g); dt = time.perf_counter() - t0
@@ -72,24 +81,32 @@ def main():
         for c, f in fns.items():
             r = evaluate_sampler(make(f), tuple(a.seeds), clf)
             scores[c] = {k: r['samples'][k] for k in ('fid', 'kid', 'accuracy')}
+            scores[c]['per_seed'] = {k: [run['samples'][k] for run in r['runs']] for k in ('fid', 'kid', 'accuracy')}
             control = {k: r['control'][k] for k in ('fid', 'kid', 'accuracy')}
+            control['per_seed'] = {k: [run['control'][k] for run in r['runs']] for k in ('fid', 'kid', 'accuracy')}
             print(f"{c}: FID {scores[c]['fid'][0]:.2f} ± {scores[c]['fid'][1]:.2f}, KID x 1000 {1000 * scores[c]['kid'][0]:.2f} ± {1000 * scores[c]['kid'][1]:.2f}, "
                   f"accuracy {scores[c]['accuracy'][0]:.1%}", flush=True)
+        for c in fns:                                   # paired: the same seeds, per-seed differences from the solver
+            d = torch.tensor(scores[c]['per_seed']['fid'], dtype=torch.float64) - torch.tensor(scores[solver]['per_seed']['fid'], dtype=torch.float64)
+            scores[c]['fid_minus_solver'] = [float(d.mean()), float(d.std()) if len(d) > 1 else float('nan')]
         print(f"real control half: FID {control['fid'][0]:.2f} ± {control['fid'][1]:.2f}, KID x 1000 {1000 * control['kid'][0]:.2f} ± {1000 * control['kid'][1]:.2f}")
-        print('| sampler | network calls | FID | KID x 1000 | class accuracy | time, 100 digits | against the solver |')
-        print('|---|---:|---:|---:|---:|---:|---:|')
+        print('± is the standard deviation over seeds; FID - solver is the paired per-seed difference')
+        print('| sampler | network calls | FID | FID - solver | KID x 1000 | class accuracy | time, 100 digits | against the solver |')
+        print('|---|---:|---:|---:|---:|---:|---:|---:|')
         for c in fns:
-            f_, k_, acc = scores[c]['fid'], scores[c]['kid'], scores[c]['accuracy']
-            print(f"| {c} | {calls(c)} | {f_[0]:.2f} ± {f_[1]:.2f} | {1000 * k_[0]:.1f} ± {1000 * k_[1]:.1f} | {acc[0]:.1%} | "
-                  f"{timing[c]['median_s']:.2f} s | {timing[c]['ratio_to_solver']:.2f}x |")
-        print(f"| real held-out digits (control half) | | {control['fid'][0]:.2f} ± {control['fid'][1]:.2f} | "
+            f_, d_, k_, acc = scores[c]['fid'], scores[c]['fid_minus_solver'], scores[c]['kid'], scores[c]['accuracy']
+            print(f"| {c} | {calls(c)} | {f_[0]:.2f} ± {f_[1]:.2f} | {d_[0]:+.2f} ± {d_[1]:.2f} | {1000 * k_[0]:.1f} ± {1000 * k_[1]:.1f} "
+                  f"| {acc[0]:.1%} | {timing[c]['median_s']:.2f} s | {timing[c]['ratio_to_solver']:.2f}x |")
+        print(f"| real held-out digits (control half) | | {control['fid'][0]:.2f} ± {control['fid'][1]:.2f} | | "
               f"{1000 * control['kid'][0]:.1f} ± {1000 * control['kid'][1]:.1f} | {control['accuracy'][0]:.1%} | | |")
 
     result = dict(command='python bench/fast_sampling.py ' + ' '.join(f'--{k.replace("_", "-")} {v}' for k, v in
                                                                         dict(batch=a.batch, rounds=a.rounds, threads=a.threads).items())
-                          + ' --seeds ' + ' '.join(map(str, a.seeds)) + (' --no-scores' if a.no_scores else ''),
+                          + ' --seeds ' + ' '.join(map(str, a.seeds)) + (' --no-scores' if a.no_scores else '')
+                          + (f' --timing-from {a.timing_from}' if a.timing_from else ''),
                   date=time.strftime('%Y-%m-%d'), machine=dict(cpu=platform.processor() or platform.machine(), torch=torch.__version__,
-                                                               threads=torch.get_num_threads()),
+                                                               threads=a.threads),
+                  timing_from=dict((k, old[k]) for k in ('command', 'date')) if a.timing_from else None,
                   teacher=pretrained_info().get('data', {}).get('name'), student=getattr(s_student, 'method', None),
                   batch=a.batch, rounds=a.rounds, seeds=a.seeds, calls={c: calls(c) for c in fns}, timing=timing, scores=scores, control=control)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -8,18 +8,20 @@ import copy, math
 from pathlib import Path
 import torch
 from torch import nn, Tensor
+from fastcore.basics import patch
 from .schedules import NoiseSchedule, schedule_from_config
 from .forward import convert_prediction
 from .unet import UNet
 from .ddpm import Sampling, Trajectory, check_steps, _steps
 from .ddim import ddim_step, sampling_timesteps
 from .guidance import GuidedModel
-from .training import register_model, register_formulation, model_config, save_checkpoint, load_model, Trainer
+from .training import (register_model, register_formulation, model_config, save_checkpoint, load_model,
+                             Trainer)
 from .sampling import register_sampler
 
 # %% auto #0
-__all__ = ['DISTILLATION_METHODS', 'top_timestep', 'student_timesteps', 'student_from_teacher', 'signal_noise', 'ddim_jump',
-           'x0_estimate', 'ProgressiveDistillation', 'ConsistencyDistillation', 'StudentSchedule', 'DistilledStudents',
+__all__ = ['top_timestep', 'student_timesteps', 'student_from_teacher', 'signal_noise', 'ddim_jump', 'x0_estimate',
+           'ProgressiveDistillation', 'ConsistencyDistillation', 'StudentSchedule', 'DistilledStudents',
            'distilled_sample', 'progressive_distill', 'export_student']
 
 # %% ../nbs/13_distill.ipynb #41cce605
@@ -34,7 +36,7 @@ def student_timesteps(
     steps:int, # the student's number of steps, in [1, t_max + 1]
     t_max:int=None, # the first timestep (default: `top_timestep(s)`)
 )->list: # `steps` decreasing timesteps; the step after the last one goes to the clean image
-    "The timesteps of an n-step student, evenly spaced in t from t_max down: the n-step grid is every other point of the 2n-step grid"
+    "An n-step student's timesteps, evenly spaced in t from t_max down: every other point of the 2n-step grid"
     t_max = top_timestep(s) if t_max is None else t_max
     if isinstance(t_max, bool) or not isinstance(t_max, int) or not 0 <= t_max < s.T:
         raise ValueError(f't_max must be an integer timestep in [0, {s.T - 1}], got {t_max!r}')
@@ -48,7 +50,9 @@ def student_from_teacher(
 )->UNet: # a new UNet with the teacher's configuration and weights
     "The student's starting point: a copy of the teacher's U-Net that predicts `prediction` instead of the noise"
     if not isinstance(teacher, UNet): raise ValueError(f'the teacher must be a UNet, got {type(teacher).__name__}')
-    if prediction not in ('v', 'x0'): raise ValueError(f"a student must predict 'v' or 'x0' (a noise prediction is amplified at high noise), got {prediction!r}")
+    if prediction not in ('v', 'x0'):
+        raise ValueError(f"a student must predict 'v' or 'x0' (a noise prediction is amplified at high noise), "
+                         f"got {prediction!r}")
     student = UNet(**{**teacher.config, 'prediction': prediction})
     student.load_state_dict(teacher.state_dict())
     return student.to(next(teacher.parameters()).device)
@@ -60,7 +64,7 @@ def signal_noise(
     like:Tensor, # a batch (B, ...) the scales must broadcast against
 )->tuple: # (a_t, b_t), each shaped (B, 1, ..., 1) on like's device, in like's dtype
     "The signal and noise scales a_t and b_t at a batch of timesteps; t = -1 gives a = 1, b = 0"
-    ab = torch.cat([s.alpha_bar64, torch.ones(1, dtype=torch.float64)])[t.long().cpu()]   # index -1 is the appended 1
+    ab = torch.cat([s.alpha_bar64, torch.ones(1, dtype=torch.float64)])[t.long().cpu()]   # index -1: the appended 1
     shape = (-1,) + (1,) * (like.ndim - 1)
     return tuple(v.to(like.device, like.dtype).reshape(shape) for v in (ab.sqrt(), (1 - ab).sqrt()))
 
@@ -72,7 +76,7 @@ def ddim_jump(
     a_to:Tensor, # the signal scale at the target timestep t' (1 for the clean image)
     b_to:Tensor, # the noise scale at t' (0 for the clean image)
 )->Tensor: # the samples at t'
-    "Chapter 6's deterministic DDIM step from t to t', x_t' = a_t' x0 + b_t' (x_t - a_t x0) / b_t, with per-sample scales"
+    "Chapter 6's deterministic DDIM step from t to t', x_t' = a_t' x0 + b_t' (x_t - a_t x0) / b_t, per-sample scales"
     return a_to * x0 + b_to * (x - a * x0) / b
 
 def x0_estimate(
@@ -91,7 +95,7 @@ def x0_estimate(
 
 # %% ../nbs/13_distill.ipynb #cdb51f38
 def _load_teacher(ref:str)->tuple:
-    "(model, schedule) of a teacher named by reference: 'bundled:NAME' for a bundled model, or the path of a model file"
+    "(model, schedule) of a teacher named by reference: 'bundled:NAME' for a bundled model, or a model file's path"
     if ref.startswith('bundled:'):
         from diffnb.pretrained import load_pretrained
         return load_pretrained(ref[len('bundled:'):])
@@ -101,19 +105,21 @@ class _Distillation:
     "What both distillation formulations share: the teacher, its schedule, the grid and the bookkeeping"
     min_snr_gamma = None
     def _setup(self, teacher, s, t_max, clip, intervals):
-        if not isinstance(s, NoiseSchedule): raise ValueError(f's must be the teacher\'s NoiseSchedule, got {type(s).__name__}')
+        if not isinstance(s, NoiseSchedule):
+            raise ValueError(f"s must be the teacher's NoiseSchedule, got {type(s).__name__}")
         self.teacher_ref = teacher if isinstance(teacher, str) else None
         self.s, self.clip, self.device = s, clip, torch.device('cpu')
         self._teacher = None if isinstance(teacher, str) else self._prepare(teacher)
         self.t_max = top_timestep(s) if t_max is None else t_max
-        self.grid = torch.tensor(student_timesteps(s, intervals, self.t_max) + [-1])     # decreasing, then the clean image
+        self.grid = torch.tensor(student_timesteps(s, intervals, self.t_max) + [-1])   # then the clean image, -1
 
     @property
     def teacher(self):
         "The teacher, loaded from its reference the first time it is needed"
         if self._teacher is None:
-            if self.teacher_ref is None: raise ValueError(f'this {type(self).__name__} has no teacher (it was rebuilt from a checkpoint that '
-                                                          'names none); give the teacher to train with it')
+            if self.teacher_ref is None:
+                raise ValueError(f'this {type(self).__name__} has no teacher (it was rebuilt from a checkpoint that '
+                                 'names none); give the teacher to train with it')
             self._teacher = self._prepare(_load_teacher(self.teacher_ref)[0])
         return self._teacher
 
@@ -126,7 +132,8 @@ class _Distillation:
         "The grid point k places after each of the timesteps t"
         grid = self.grid.to(t.device)
         i = torch.searchsorted(-grid, -t)
-        if not (i < len(grid) - k).all() or not (grid[i] == t).all(): raise ValueError(f'timesteps must be points of the grid {self.grid[:-1].tolist()}')
+        if not (i < len(grid) - k).all() or not (grid[i] == t).all():
+            raise ValueError(f'timesteps must be points of the grid {self.grid[:-1].tolist()}')
         return grid[i + k]
 
     def _noised(self, x0:Tensor, times:Tensor, noise:Tensor)->tuple:
@@ -143,9 +150,10 @@ class _Distillation:
         "What samplers take as `s` for the student: the schedule, marked with its sampling method"
         return StudentSchedule(self.s, self.kind, self.t_max)
 
+# %% ../nbs/13_distill.ipynb #999baac1
 @register_formulation
 class ProgressiveDistillation(_Distillation):
-    "Salimans & Ho (2022): an n-step student learns where two DDIM steps of a 2n-step teacher land; a formulation for `Trainer`"
+    "Salimans & Ho (2022): an n-step student learns where two DDIM steps of a 2n-step teacher land"
     kind = 'progressive'
     def __init__(self,
         teacher, # the model to distil: a model(x_t, t, y=None), 'bundled:NAME', a model file, or None (sampling only)
@@ -189,17 +197,31 @@ class ProgressiveDistillation(_Distillation):
         err = x0_estimate(model, x, t, y, self.s) - self.target(x, t, y)
         return (a / b).pow(2).clamp_min(1).flatten() * err.pow(2).flatten(1).mean(1)
 
-    @property
-    def config(self)->dict: return dict(kind=self.kind, module=__name__, schedule=self.s.config, steps=self.steps, t_max=self.t_max,
-                                        clip=self.clip, teacher=self.teacher_ref)
-    @classmethod
-    def from_config(cls, cfg:dict): return cls(cfg.get('teacher'), schedule_from_config(cfg['schedule']), cfg['steps'], cfg.get('t_max'), cfg.get('clip', True))
-    def __repr__(self): return f'ProgressiveDistillation({self.steps} student steps from {2 * self.steps} teacher steps, t_max={self.t_max}, teacher={self.teacher_ref or type(self._teacher).__name__})' 
+# %% ../nbs/13_distill.ipynb #386b6fd5
+@patch(as_prop=True)
+def config(self:ProgressiveDistillation)->dict:
+    "What a checkpoint stores of the formulation: the teacher's reference (not its weights), schedule and grid"
+    return dict(kind=self.kind, module=__name__, schedule=self.s.config, steps=self.steps, t_max=self.t_max,
+                clip=self.clip, teacher=self.teacher_ref)
+
+@patch(cls_method=True)
+def from_config(cls:ProgressiveDistillation,
+    cfg:dict, # a `config` read back from a checkpoint
+)->ProgressiveDistillation:
+    "The formulation again, from its `config` (its teacher loaded by reference when first needed)"
+    return cls(cfg.get('teacher'), schedule_from_config(cfg['schedule']), cfg['steps'], cfg.get('t_max'),
+               cfg.get('clip', True))
+
+@patch
+def __repr__(self:ProgressiveDistillation):
+    return (f'ProgressiveDistillation({self.steps} student steps from {2 * self.steps} teacher steps, '
+            f't_max={self.t_max}, '
+            f'teacher={self.teacher_ref or type(self._teacher).__name__})')
 
 # %% ../nbs/13_distill.ipynb #fa7525bc
 @register_formulation
 class ConsistencyDistillation(_Distillation):
-    "Song et al. (2023): a student f(x_t, t) consistent along the teacher's DDIM trajectories, ending at the clean image; a formulation for `Trainer`"
+    "Song et al. (2023): a student f(x_t, t) consistent along the teacher's DDIM paths, ending at the clean image"
     kind = 'consistency'
     def __init__(self,
         teacher, # the model to distil: a model(x_t, t, y=None), 'bundled:NAME', a model file, or None (sampling only)
@@ -207,7 +229,7 @@ class ConsistencyDistillation(_Distillation):
         intervals:int=16, # N: the grid's points below t_max, as `student_timesteps(s, N)`
         t_max:int=None, # the first timestep (default: `top_timestep(s)`)
         clip:bool=True, # clip the teacher's clean-image estimates to [-1, 1], as its samplers do
-        target_ema:float=0.95, # decay of the target network, a moving average of the student's weights (0: the student itself)
+        target_ema:float=0.95, # decay mu of the target network, a moving average of the student (0: the student)
     ):
         if not 0 <= target_ema < 1: raise ValueError(f'target_ema must be in [0, 1), got {target_ema!r}')
         self.intervals, self.target_ema, self._target_net = check_steps(intervals, s.T), target_ema, None
@@ -216,7 +238,7 @@ class ConsistencyDistillation(_Distillation):
     def target_network(self,
         model, # the student being trained (unwrapped from DistributedDataParallel if need be)
     )->nn.Module: # the network that makes the targets
-        "The target network, moved one step towards the student: theta- <- mu theta- + (1 - mu) theta (the student itself if target_ema is 0)"
+        "The target network, moved one step towards the student: theta- <- mu theta- + (1 - mu) theta"
         net = getattr(model, 'module', model)
         if not self.target_ema: return net
         if self._target_net is None: self._target_net = copy.deepcopy(net).eval().requires_grad_(False)
@@ -240,7 +262,7 @@ class ConsistencyDistillation(_Distillation):
         t:Tensor, # grid timesteps (B,)
         y:Tensor=None, # class labels (B,), or None
     )->Tensor: # f(x-hat at the next grid point), without gradient
-        "The consistency target: one teacher DDIM step to the next grid point, then the target network's answer there (or the point itself at the clean end)"
+        "One teacher DDIM step to the next grid point, then the target network's answer there (at the end: the point)"
         t1 = self._next(t)
         a, b = signal_noise(self.s, t, x)
         x1 = ddim_jump(x, x0_estimate(self.teacher, x, t, y, self.s, self.clip), a, b, *signal_noise(self.s, t1, x))
@@ -250,38 +272,53 @@ class ConsistencyDistillation(_Distillation):
         model.train(was)
         return torch.where((t1 < 0).reshape(-1, *([1] * (x.ndim - 1))), x1, f1)
 
-    def loss(self,
-        model, # the student: a model(x_t, t, y=None) predicting 'v' or 'x0'
-        x0:Tensor, # clean images (B, ...)
-        y:Tensor, # their labels, or None
-        times:Tensor, # timesteps (B,) from `draw_times`
-        noise:Tensor, # standard normal noise like x0
-    )->Tensor: # (B,) one loss per image
-        "The squared error between the student's answer and the target network's at the next point of the same teacher trajectory; moves the target network first"
-        x, t, _, _ = self._noised(x0, times, noise)
-        return (x0_estimate(model, x, t, y, self.s) - self.target(self.target_network(model), x, t, y)).pow(2).flatten(1).mean(1)
+# %% ../nbs/13_distill.ipynb #bb88095f
+@patch
+def loss(self:ConsistencyDistillation,
+    model, # the student: a model(x_t, t, y=None) predicting 'v' or 'x0'
+    x0:Tensor, # clean images (B, ...)
+    y:Tensor, # their labels, or None
+    times:Tensor, # timesteps (B,) from `draw_times`
+    noise:Tensor, # standard normal noise like x0
+)->Tensor: # (B,) one loss per image
+    "Squared error between the student's answer and the target network's at the next point of the teacher's path"
+    x, t, _, _ = self._noised(x0, times, noise)
+    target = self.target(self.target_network(model), x, t, y)          # moves the target network first
+    return (x0_estimate(model, x, t, y, self.s) - target).pow(2).flatten(1).mean(1)
 
-    @property
-    def config(self)->dict: return dict(kind=self.kind, module=__name__, schedule=self.s.config, intervals=self.intervals, t_max=self.t_max,
-                                        clip=self.clip, target_ema=self.target_ema, teacher=self.teacher_ref)
-    @classmethod
-    def from_config(cls, cfg:dict): return cls(cfg.get('teacher'), schedule_from_config(cfg['schedule']), cfg['intervals'], cfg.get('t_max'), cfg.get('clip', True),
-                                                cfg.get('target_ema', 0.95))
-    def __repr__(self): return f'ConsistencyDistillation({self.intervals} intervals, t_max={self.t_max}, target_ema={self.target_ema}, teacher={self.teacher_ref or type(self._teacher).__name__})' 
+@patch(as_prop=True)
+def config(self:ConsistencyDistillation)->dict:
+    "What a checkpoint stores of the formulation: the teacher's reference (not its weights), schedule, grid and mu"
+    return dict(kind=self.kind, module=__name__, schedule=self.s.config, intervals=self.intervals, t_max=self.t_max,
+                clip=self.clip, target_ema=self.target_ema, teacher=self.teacher_ref)
+
+@patch(cls_method=True)
+def from_config(cls:ConsistencyDistillation,
+    cfg:dict, # a `config` read back from a checkpoint
+)->ConsistencyDistillation:
+    "The formulation again, from its `config` (its teacher loaded by reference when first needed)"
+    return cls(cfg.get('teacher'), schedule_from_config(cfg['schedule']), cfg['intervals'], cfg.get('t_max'),
+               cfg.get('clip', True), cfg.get('target_ema', 0.95))
+
+@patch
+def __repr__(self:ConsistencyDistillation):
+    return (f'ConsistencyDistillation({self.intervals} intervals, t_max={self.t_max}, target_ema={self.target_ema}, '
+            f'teacher={self.teacher_ref or type(self._teacher).__name__})')
 
 # %% ../nbs/13_distill.ipynb #9fe6b11d
-DISTILLATION_METHODS = ('progressive', 'consistency')
+_DISTILLATION_METHODS = ('progressive', 'consistency')
 
 class StudentSchedule(NoiseSchedule):
-    "A distilled student's noise schedule (the teacher's), marked with how to sample it: `sample` uses the 'distilled' sampler by default"
+    "A distilled student's noise schedule (the teacher's), marked with how to sample it: the 'distilled' sampler"
     default_sampler = 'distilled'
-    only_samplers = ('distilled',)     # a student knows only its grid: DDIM or the solver would ask it about other timesteps
+    only_samplers = ('distilled',)     # a student knows only its grid: DDIM or the solver would ask about others
     def __init__(self,
         s:NoiseSchedule, # the teacher's noise schedule
         method:str='progressive', # 'progressive' or 'consistency'
         t_max:int=None, # the first timestep of the student's grid (default: `top_timestep(s)`)
     ):
-        if method not in DISTILLATION_METHODS: raise ValueError(f'method must be one of {DISTILLATION_METHODS}, got {method!r}')
+        if method not in _DISTILLATION_METHODS:
+            raise ValueError(f'method must be one of {_DISTILLATION_METHODS}, got {method!r}')
         super().__init__(s.betas64, s.name, s.config, s.dtype, s.device)
         self.method, self.t_max = method, top_timestep(s) if t_max is None else t_max
     def to(self, device=None, dtype=None)->StudentSchedule:
@@ -290,7 +327,7 @@ class StudentSchedule(NoiseSchedule):
 
 @register_model
 class DistilledStudents(nn.Module):
-    "The students of a progressive distillation, one U-Net per number of steps; `for_steps(n)` gives the one for n steps"
+    "The students of a progressive distillation, one U-Net per number of steps; `for_steps(n)` gives one"
     def __init__(self,
         net:dict=None, # the keyword arguments of the students' `UNet` (default: `UNet(prediction='v')`)
         steps:tuple=(1, 2, 4, 8), # the numbers of steps there is a student for
@@ -302,13 +339,15 @@ class DistilledStudents(nn.Module):
         self.students = nn.ModuleDict({str(n): UNet(**net) for n in steps})
         first = self.students[str(steps[0])]
         self.config = dict(net=dict(first.config), steps=steps)
-        self.in_channels, self.n_classes, self.prediction, self.steps = first.in_channels, first.n_classes, first.prediction, steps
+        self.in_channels, self.n_classes, self.prediction = first.in_channels, first.n_classes, first.prediction
+        self.steps = steps
 
     def for_steps(self,
         n:int, # the number of steps to sample with
     )->UNet:
         "The student distilled for n steps"
-        if str(n) not in self.students: raise ValueError(f'these students were distilled for {self.steps} steps, not {n}: ask for one of those')
+        if str(n) not in self.students:
+            raise ValueError(f'these students were distilled for {self.steps} steps, not {n}: ask for one of those')
         return self.students[str(n)]
 
     def forward(self, x:Tensor, t:Tensor, y:Tensor=None)->Tensor:
@@ -323,11 +362,11 @@ def _for_steps(model, steps):
 
 def distilled_sample(
     model, # a student: `DistilledStudents`, or one network (distilled for `steps` steps, or a consistency student)
-    s:NoiseSchedule, # its `StudentSchedule` (which `load_model` returns with it), or the teacher's NoiseSchedule with `method`
+    s:NoiseSchedule, # its `StudentSchedule` (`load_model` returns it), or the teacher's NoiseSchedule with `method`
     shape:tuple, # shape of the samples, (B, C, H, W)
     *,
     steps:int=4, # number of steps (network calls)
-    method:str=None, # 'progressive' (DDIM steps on the student's grid) or 'consistency' (answer, re-noise, answer); default: `s.method`
+    method:str=None, # 'progressive' (DDIM on the student's grid) or 'consistency' (default: `s.method`)
     t_max:int=None, # the first timestep (default: `s.t_max`)
     y=None, # class labels (B,) for a class-conditional student
     x_T:Tensor=None, # the starting noise (default: drawn from `generator`)
@@ -339,17 +378,20 @@ def distilled_sample(
 ):
     "Sample a distilled student in `steps` network calls on its grid of `student_timesteps`"
     method = method or getattr(s, 'method', None)
-    if method not in DISTILLATION_METHODS: raise ValueError(f"method must be one of {DISTILLATION_METHODS} (or s a StudentSchedule), got {method!r}")
+    if method not in _DISTILLATION_METHODS:
+        raise ValueError(f"method must be one of {_DISTILLATION_METHODS} (or s a StudentSchedule), got {method!r}")
     t_max = t_max if t_max is not None else getattr(s, 't_max', None)
     ts = student_timesteps(s, steps, t_max)
     run = Sampling(_for_steps(model, steps), s, shape, y, x_T, generator, None, clip_x0, device)
     x, traj = run.x_T, Trajectory() if return_trajectory else None
     with torch.inference_mode():
         for i, t in enumerate(_steps(ts, progress, 'distilled')):
-            if method == 'consistency' and i > 0: x = math.sqrt(run.ab[t]) * x0 + math.sqrt(1 - run.ab[t]) * run.noise()   # re-noise
+            if method == 'consistency' and i > 0:                                            # re-noise
+                x = math.sqrt(run.ab[t]) * x0 + math.sqrt(1 - run.ab[t]) * run.noise()
             eps, x0 = run.denoise(x, t)
             if traj is not None: traj.add(t, x, x0)
-            if method == 'progressive': x = ddim_step(x, eps, x0, run.ab[t], run.alpha_bar(ts[i + 1] if i + 1 < len(ts) else -1))
+            if method == 'progressive':
+                x = ddim_step(x, eps, x0, run.ab[t], run.alpha_bar(ts[i + 1] if i + 1 < len(ts) else -1))
     x = x if method == 'progressive' else x0
     return (x, traj.finish(x)) if traj is not None else x
 
@@ -357,20 +399,21 @@ def _distilled(model, s, shape, *, steps=4, eta=0.0, **kw):
     if eta: raise ValueError('eta applies to the DDIM sampler only')
     return distilled_sample(model, s, shape, steps=steps, **kw)
 
-register_sampler('distilled', _distilled, 4, NoiseSchedule, False, 'a distilled student: 1 to 8 network calls (chapter 13)');
+register_sampler('distilled', _distilled, 4, NoiseSchedule, False,
+                 'a distilled student: 1 to 8 network calls (chapter 13)');
 
 # %% ../nbs/13_distill.ipynb #f0cbf019
 def progressive_distill(
     teacher, # the network to distil (a `UNet`), or 'bundled:NAME' or a model file
     s:NoiseSchedule, # the teacher's noise schedule (None: loaded with a teacher given by name or file)
     data, # the training images: an `ImageDataset` (with labels, for a class-conditional teacher)
-    rounds:tuple=(8, 4, 2, 1), # each round's number of student steps; the first round's teacher takes twice the first
+    rounds:tuple=(8, 4, 2, 1), # each round's number of student steps; the first round's teacher takes twice as many
     steps_per_round:int=1000, # optimiser steps in each round
-    out=None, # a folder for each round's checkpoint, round{n}.pt (a stopped run resumes from them); None: keep nothing
+    out=None, # a folder for each round's checkpoint, round{n}.pt (a stopped run resumes from them); None: keep none
     t_max:int=None, # the first timestep (default: `top_timestep(s)`)
     **kwargs,
 )->DistilledStudents: # the EMA students of all rounds, in eval mode
-    """Progressive distillation in rounds: each round's student learns two of its teacher's steps in one, then teaches the next round.
+    """Progressive distillation in rounds: each round's student learns two of its teacher's steps in one, then teaches.
 
     Further keyword arguments are `Trainer` settings, the same for every round: batch_size, lr, warmup, ema_decay,
     label_dropout, seed, device, progress and the rest."""
@@ -379,15 +422,16 @@ def progressive_distill(
         net, s_loaded = _load_teacher(ref)
         s = s_loaded if s is None else s
     else: net = teacher
-    if s is None: raise ValueError('s (the teacher\'s noise schedule) is needed when the teacher is given as a model')
+    if s is None: raise ValueError("s (the teacher's noise schedule) is needed when the teacher is given as a model")
     out = Path(out) if out is not None else None
     students, current, student = {}, ref or net, student_from_teacher(net)
     for n in rounds:
         path = out/f'round{n}.pt' if out is not None else None
         if path is not None and path.exists():
-            tr = Trainer.resume(path, data, **{k: v for k, v in kwargs.items() if k in ('device', 'progress')})
+            tr = Trainer.resume(path, data, **{k: kwargs[k] for k in ('device', 'progress') if k in kwargs})
         else:
-            tr = Trainer(student, ProgressiveDistillation(current, s, n, t_max), data, ckpt_path=path, **kwargs)
+            f = ProgressiveDistillation(current, s, n, t_max)
+            tr = Trainer(student, f, data, ckpt_path=path, **kwargs)
         tr.fit(steps=max(0, steps_per_round - tr.step))
         students[n] = copy.deepcopy(tr.ema.model).eval()
         current = str(path) if path is not None else students[n]
@@ -399,13 +443,16 @@ def progressive_distill(
 # %% ../nbs/13_distill.ipynb #13c1ac9f
 def export_student(
     model:nn.Module, # the student: a `DistilledStudents` or a `UNet`
-    formulation, # the formulation it was distilled with (its configuration is stored, the teacher's weights are not)
+    formulation, # the formulation it was distilled with (its configuration is stored, not the teacher's weights)
     dest, # the file to write
     data=None, # the training images (their name, shape and classes are recorded)
     info:dict=None, # facts to record: how it was made, how long it took
     half:bool=True, # store the weights as float16 (they are read back into float32)
 )->Path:
     "Write a student as a small model file that `load_model` reads back with its `StudentSchedule`"
-    state = {k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu() for k, v in model.state_dict().items()}
-    d = dict(name=getattr(data, 'name', ''), shape=list(data.shape), classes=list(getattr(data, 'classes', []))) if data is not None else None
-    return save_checkpoint(dict(model=state, model_config=model_config(model), formulation=formulation.config, data=d, info=info or {}), dest)
+    state = {k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
+             for k, v in model.state_dict().items()}
+    d = None if data is None else dict(name=getattr(data, 'name', ''), shape=list(data.shape),
+                                       classes=list(getattr(data, 'classes', [])))
+    return save_checkpoint(dict(model=state, model_config=model_config(model), formulation=formulation.config,
+                                data=d, info=info or {}), dest)
