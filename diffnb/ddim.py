@@ -22,34 +22,36 @@ LOGSNR_RANGE = (-10.0, 6.0)
 def logsnr_timesteps(
     s:NoiseSchedule, # the noise schedule
     steps:int, # how many timesteps, in [1, T]
-    logsnr_range:tuple=LOGSNR_RANGE, # (lowest, highest) log-SNR to cover; the schedule's own ends if inside
+    logsnr_range:tuple=LOGSNR_RANGE, # (lowest, highest) log-SNR to cover
 )->np.ndarray: # `steps` increasing timesteps
-    "Timesteps evenly spaced in log-SNR between the ends of `logsnr_range`, rounded to distinct integers"
+    "Timesteps even in log-SNR between the ends of `logsnr_range`, rounded to distinct integers"
     ab = s.alpha_bar64.numpy()
     l = np.log(ab) - np.log1p(-ab)                             # decreasing in t
     lo, hi = logsnr_range
     start = int(np.flatnonzero(l >= lo).max()) if (l >= lo).any() else 0
     end = int(np.flatnonzero(l <= hi).min()) if (l <= hi).any() else s.T - 1
     end = min(end, start)
-    ts = np.abs(l[None] - np.linspace(l[start], l[end], steps)[:, None]).argmin(1)   # nearest, decreasing
+    grid = np.linspace(l[start], l[end], steps)
+    ts = np.abs(l[None] - grid[:, None]).argmin(1)             # nearest, decreasing
     for i in range(1, steps): ts[i] = min(ts[i], ts[i - 1] - 1)        # make them distinct ...
     ts[-1] = max(ts[-1], 0)
-    for i in range(steps - 2, -1, -1): ts[i] = max(ts[i], ts[i + 1] + 1)   # ... and keep them in [0, T-1]
+    for i in range(steps - 2, -1, -1): ts[i] = max(ts[i], ts[i + 1] + 1)   # ... keep them in [0, T-1]
     return ts[::-1]
 
 def sampling_timesteps(
-    s, # the noise schedule (a `NoiseSchedule`), or just its length T for the spacings that need nothing else
+    s, # the `NoiseSchedule`, or just its length T (enough for all spacings but 'logsnr')
     steps:int, # sampling steps wanted, in [1, T]
     spacing:str='leading', # 'leading', 'trailing', 'linspace' or 'logsnr'
 )->list: # `steps` decreasing timesteps
-    "The timesteps a few-step sampler visits: diffusers' three `timestep_spacing` conventions, or even in log-SNR"
+    "Timesteps a few-step sampler visits: diffusers' `timestep_spacing` conventions or even in log-SNR"
     T = s.T if isinstance(s, NoiseSchedule) else s
     check_steps(steps, T)
     if spacing == 'leading': ts = np.arange(steps) * (T // steps)
     elif spacing == 'trailing': ts = np.round(np.arange(T, 0, -T / steps)).astype(np.int64)[::-1] - 1
     elif spacing == 'linspace': ts = np.linspace(0, T - 1, steps).round()
     elif spacing == 'logsnr':
-        if not isinstance(s, NoiseSchedule): raise ValueError("spacing 'logsnr' needs the NoiseSchedule, not just its length")
+        if not isinstance(s, NoiseSchedule):
+            raise ValueError("spacing 'logsnr' needs the NoiseSchedule, not just its length")
         ts = logsnr_timesteps(s, steps)
     else: raise ValueError(f'spacing must be one of {SPACINGS}, got {spacing!r}')
     return [int(t) for t in ts[::-1]]
@@ -64,8 +66,9 @@ def ddim_step(
     eta:float=0.0, # fresh-noise level: 0 deterministic, 1 DDPM-like
     noise:Tensor=None, # standard normal noise (needed when eta > 0)
 )->Tensor: # the sample at timestep t'
-    "One DDIM step from t to t' (Song et al. 2021, eq. 12)"
-    sigma = eta * math.sqrt((1 - ab_to) / (1 - ab_t) * (1 - ab_t / ab_to)) if eta else 0.0   # sigma_t(eta)
+    "One DDIM step from t to t' (Song, Meng & Ermon 2021, eq. 12)"
+    # sigma_t(eta)
+    sigma = eta * math.sqrt((1 - ab_to) / (1 - ab_t) * (1 - ab_t / ab_to)) if eta else 0.0
     x_to = math.sqrt(ab_to) * x0 + math.sqrt(max(1 - ab_to - sigma ** 2, 0.0)) * eps
     return x_to + sigma * noise if sigma > 0 else x_to
 
@@ -73,7 +76,8 @@ def check_eta(
     eta:float, # DDIM's fresh-noise level
 )->float:
     "Validate DDIM's eta: a number >= 0"
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0: raise ValueError(f'eta must be a number >= 0, got {eta!r}')
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+        raise ValueError(f'eta must be a number >= 0, got {eta!r}')
     return float(eta)
 
 def ddim_sample(
@@ -93,7 +97,7 @@ def ddim_sample(
     progress:bool=False, # show a progress bar
     device=None, # where to sample (default: the model's device)
 ):
-    "DDIM sampling (Song et al. 2021): `steps` model calls; deterministic for eta=0"
+    "DDIM sampling (Song, Meng & Ermon 2021): `steps` model calls; deterministic for eta=0"
     eta = check_eta(eta)
     ts = sampling_timesteps(s, steps, spacing)
     run = Sampling(model, s, shape, y, x_T, generator, prediction, clip_x0, device)
@@ -103,7 +107,8 @@ def ddim_sample(
             eps, x0 = run.denoise(x, t)
             if traj is not None: traj.add(t, x, x0)
             t_next = ts[i + 1] if i + 1 < len(ts) else -1
-            x = ddim_step(x, eps, x0, run.ab[t], run.alpha_bar(t_next), eta, run.noise() if eta > 0 and t_next >= 0 else None)
+            noise = run.noise() if eta > 0 and t_next >= 0 else None
+            x = ddim_step(x, eps, x0, run.ab[t], run.alpha_bar(t_next), eta, noise)
     return (x, traj.finish(x)) if traj is not None else x
 
 # %% ../nbs/06_ddim.ipynb #c7cb51ce
@@ -149,7 +154,7 @@ def dpm_solver_sample(
     progress:bool=False, # show a progress bar
     device=None, # where to sample (default: the model's device)
 ):
-    "DPM-Solver++(2M) (Lu et al. 2022b): a second-order multistep ODE solver, one model call per step"
+    "DPM-Solver++(2M) (Lu et al. 2022b): a second-order multistep ODE solver, one model call a step"
     ts = sampling_timesteps(s, steps, spacing)
     run = Sampling(model, s, shape, y, x_T, generator, prediction, clip_x0, device)
     lam = lambda ab: 0.5 * math.log(ab / (1 - ab))
