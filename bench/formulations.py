@@ -15,7 +15,9 @@ accuracy by the bundled classifier), with
   default 'leading' timesteps), EDM with Heun (10 steps, 19 calls), flow matching with Euler (20 steps).
 
 The background level is the median pixel of a sample, averaged over samples (real digits: -1, black); the
-report also gives the control half's scores (real digits: the floor). With `--minutes` the budget is wall-clock,
+report also gives the control half's scores (real digits: the floor). Every row is one seed, with KID's jackknife
+error (`kid_se`), so that formulations trained on the same seeds can be compared seed by seed
+(`diffnb.evaluation.paired_difference`); the summary prints mean ± standard deviation over seeds. With `--minutes` the budget is wall-clock,
 for an otherwise idle machine. With `--steps` it is a number of optimiser steps: the three share the network, so a
 step costs the same in each (each row records its training images/s; `--throughput` measures it alone), and a step
 budget is the same CPU budget for all, whatever else the machine is doing. The committed results use steps: 430
@@ -102,8 +104,9 @@ def main():
                 rows.append(dict(formulation=name, seed=seed, device=str(tr.device), minutes=None if a.steps else a.minutes, budget_steps=a.steps, train_steps=tr.step, train_seconds=round(secs, 1),
                                  images_per_s=round(tr.step * 64 / secs, 1), final_loss=tr.history[-1][1] if tr.history else None,
                                  sampler=sampler, steps=steps, sample_seconds=round(make.secs, 1), background=round(make.background, 4),
-                                 fid=run['samples']['fid'], kid=run['samples']['kid'], accuracy=run['samples']['accuracy'],
-                                 control_fid=run['control']['fid'], control_kid=run['control']['kid'], control_accuracy=run['control']['accuracy']))
+                                 fid=run['samples']['fid'], kid=run['samples']['kid'], kid_se=run['samples']['kid_se'],
+                                 accuracy=run['samples']['accuracy'], control_fid=run['control']['fid'], control_kid=run['control']['kid'],
+                                 control_kid_se=run['control']['kid_se'], control_accuracy=run['control']['accuracy']))
                 print(json.dumps(rows[-1]), flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(dict(minutes=None if a.steps else a.minutes, steps=a.steps, seeds=a.seeds, lr=a.lr, threads=torch.get_num_threads(),

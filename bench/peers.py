@@ -19,7 +19,9 @@ reference half of the held-out digits, which no model has seen; the control half
     pip install -e ".[peers]"
     python bench/peers.py --minutes 10 --out bench/results/peers.json
 
-A peer that has not learned in the budget says nothing about its library's samples. `--steps N` trains each system
+Scores are mean and standard deviation over the seeds; `per_seed` keeps each seed's values (with KID's jackknife
+error) so that two systems can be compared seed by seed (`diffnb.evaluation.paired_difference`). A peer that has
+not learned in the budget says nothing about its library's samples. `--steps N` trains each system
 for N optimiser steps instead (on any machine; `--device cuda` for a GPU), which separates what a system learns per
 step from how many steps its network affords in the time:
 
@@ -77,7 +79,9 @@ def main():
         results.append(dict(system=system, params=params, train_steps=steps, train_images_per_s=round(ips, 1), final_loss=round(loss, 4),
                             sampler=sampler, nfe=nfe, fid=[round(v, 3) for v in r['samples']['fid']], kid=[round(v, 5) for v in r['samples']['kid']],
                             control_fid=[round(v, 3) for v in r['control']['fid']], control_kid=[round(v, 5) for v in r['control']['kid']],
-                            per_seed=[dict(seed=q['seed'], fid=round(q['samples']['fid'], 3), kid=round(q['samples']['kid'], 5)) for q in r['runs']],
+                            per_seed=[dict(seed=q['seed'], fid=round(q['samples']['fid'], 3), kid=round(q['samples']['kid'], 5),
+                                           kid_se=round(q['samples']['kid_se'], 5), control_fid=round(q['control']['fid'], 3),
+                                           control_kid=round(q['control']['kid'], 5)) for q in r['runs']],
                             sample_seconds=round(make.secs, 1)))
         print(json.dumps(results[-1]), flush=True)
 

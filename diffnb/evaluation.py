@@ -13,7 +13,7 @@ from .data import ASSETS
 
 # %% auto #0
 __all__ = ['DigitClassifier', 'train_classifier', 'heldout_halves', 'load_classifier', 'save_classifier', 'features', 'fid',
-           'kid', 'class_accuracy', 'nearest_neighbours', 'evaluate', 'evaluate_sampler']
+           'kid', 'class_accuracy', 'nearest_neighbours', 'evaluate', 'evaluate_sampler', 'paired_difference']
 
 # %% ../nbs/09_evaluation.ipynb #03c1ad40
 class DigitClassifier(nn.Module):
@@ -24,11 +24,12 @@ class DigitClassifier(nn.Module):
         width:int=32, # channels of the first convolutions
     ):
         super().__init__()
-        w = width
-        conv = lambda ci, co: [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU()]
-        self.body = nn.Sequential(*conv(in_channels, w), *conv(w, w), nn.MaxPool2d(2), *conv(w, 2 * w), *conv(2 * w, 2 * w),
-                                  nn.MaxPool2d(2), *conv(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(4 * w, n_classes))
+        c = width
+        conv = lambda i, o: [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
+        self.body = nn.Sequential(*conv(in_channels, c), *conv(c, c), nn.MaxPool2d(2),
+                                  *conv(c, 2 * c), *conv(2 * c, 2 * c), nn.MaxPool2d(2),
+                                  *conv(2 * c, 4 * c), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(4 * c, n_classes))
         self.config = dict(n_classes=n_classes, in_channels=in_channels, width=width)
 
     def features(self,
@@ -83,7 +84,8 @@ def heldout_halves(
     d = bundled_mnist('heldout')
     first = torch.zeros(len(d), dtype=torch.bool)
     first[torch.randperm(len(d), generator=torch.Generator().manual_seed(seed))[:len(d) // 2]] = True
-    part = lambda m, name: TensorImages(d.images[m], d.labels[m], d.classes, f'held-out digits, {name} half (seed {seed})')
+    part = lambda m, name: TensorImages(d.images[m], d.labels[m], d.classes,
+                                        f'held-out digits, {name} half (seed {seed})')
     return part(first, 'reference'), part(~first, 'control')
 
 def load_classifier(
@@ -118,7 +120,8 @@ def features(
     "Classifier features of a set of images"
     classifier.eval()
     dev = next(classifier.parameters()).device
-    return torch.cat([classifier.features(x[i:i + batch_size].to(dev)).double().cpu() for i in range(0, len(x), batch_size)])
+    return torch.cat([classifier.features(x[i:i + batch_size].to(dev)).double().cpu()
+                      for i in range(0, len(x), batch_size)])
 
 def _sqrtm_psd(a):
     w, v = torch.linalg.eigh(a)
@@ -139,22 +142,23 @@ def fid(
 def kid(
     fa:Tensor, # features of one set (N, d)
     fb:Tensor, # features of the other (M, d)
-    subsets:int=20, # number of random subsets averaged
-    subset_size:int=500, # images per subset (capped at the smaller set's size)
-    seed:int=0, # seed for the subsets
-)->tuple: # (mean, standard deviation over subsets)
-    "Kernel distance (unbiased MMD^2, cubic polynomial kernel) between two feature sets"
+)->tuple: # (KID, its jackknife standard error)
+    "Kernel distance (unbiased MMD^2, cubic polynomial kernel) of two feature sets, with its standard error"
     fa, fb = fa.double(), fb.double()
-    d, m = fa.shape[1], min(subset_size, len(fa), len(fb))
-    g = torch.Generator().manual_seed(seed)
+    n, m, d = len(fa), len(fb), fa.shape[1]
+    if min(n, m) < 3: raise ValueError(f'kid needs at least 3 features in each set, got {n} and {m}')
     k = lambda a, b: (a @ b.T / d + 1) ** 3
-    vals = []
-    for _ in range(subsets):
-        a, b = fa[torch.randperm(len(fa), generator=g)[:m]], fb[torch.randperm(len(fb), generator=g)[:m]]
-        kaa, kbb, kab = k(a, a), k(b, b), k(a, b)
-        vals.append((kaa.sum() - kaa.diag().sum()) / (m * (m - 1)) + (kbb.sum() - kbb.diag().sum()) / (m * (m - 1)) - 2 * kab.mean())
-    v = torch.stack(vals)
-    return float(v.mean()), float(v.std())
+    kaa, kbb, kab = k(fa, fa), k(fb, fb), k(fa, fb)
+    ra, rb = kaa.sum(1) - kaa.diag(), kbb.sum(1) - kbb.diag()      # row sums without the diagonal
+    saa, sbb, sab = ra.sum(), rb.sum(), kab.sum()
+    mmd = saa / (n * (n - 1)) + sbb / (m * (m - 1)) - 2 * sab / (n * m)
+    # the same estimate with one feature left out: of the first set (ta), of the second (tb)
+    ta = ((saa - 2 * ra) / ((n - 1) * (n - 2)) + sbb / (m * (m - 1))
+          - 2 * (sab - kab.sum(1)) / ((n - 1) * m))
+    tb = (saa / (n * (n - 1)) + (sbb - 2 * rb) / ((m - 1) * (m - 2))
+          - 2 * (sab - kab.sum(0)) / (n * (m - 1)))
+    var = (n - 1) / n * (ta - ta.mean()).pow(2).sum() + (m - 1) / m * (tb - tb.mean()).pow(2).sum()
+    return float(mmd), float(var.sqrt())
 
 # %% ../nbs/09_evaluation.ipynb #f93f71c8
 @torch.no_grad()
@@ -166,7 +170,8 @@ def class_accuracy(
 )->float:
     "The fraction of images the classifier assigns to their intended class"
     dev = next(classifier.parameters()).device
-    pred = torch.cat([classifier(x[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+    pred = torch.cat([classifier(x[i:i + batch_size].to(dev)).argmax(1).cpu()
+                      for i in range(0, len(x), batch_size)])
     return (pred == y.cpu()).float().mean().item()
 
 @torch.no_grad()
@@ -179,7 +184,7 @@ def nearest_neighbours(
     r = ref.flatten(1).float()
     dist, idx = [], []
     for i in range(0, len(x), batch_size):
-        d = torch.cdist(x[i:i + batch_size].flatten(1).float().to(r.device), r)   # the queries may be on another device
+        d = torch.cdist(x[i:i + batch_size].flatten(1).float().to(r.device), r)   # queries may be elsewhere
         v, j = d.min(1); dist.append(v); idx.append(j)
     return torch.cat(dist), torch.cat(idx)
 
@@ -194,8 +199,8 @@ def evaluate(
     "FID, KID, class accuracy and nearest-neighbour distance of samples against real images"
     clf = classifier or load_classifier()
     fx, fr = features(clf, x), features(clf, ref)
-    k, k_sd = kid(fx, fr)
-    out = dict(n=len(x), fid=fid(fx, fr), kid=k, kid_sd=k_sd)
+    k, k_se = kid(fx, fr)
+    out = dict(n=len(x), fid=fid(fx, fr), kid=k, kid_se=k_se)
     if y is not None: out['accuracy'] = class_accuracy(clf, x, y)
     out['nn_distance'] = nearest_neighbours(x, ref if train is None else train)[0].median().item()
     return out
@@ -215,8 +220,28 @@ def evaluate_sampler(
     for seed in seeds:
         ref, ctrl = heldout_halves(seed)
         x, y = make_samples(seed)
-        if len(x) != len(ctrl): raise ValueError(f'make_samples must return {len(ctrl)} samples (the size of the control half), got {len(x)}')
+        if len(x) != len(ctrl):
+            raise ValueError(f'make_samples must return {len(ctrl)} samples (the size of the control half), '
+                             f'got {len(x)}')
         runs.append(dict(seed=seed, samples=evaluate(x.clamp(-1, 1), ref.images, y, clf),
                          control=evaluate(ctrl.images, ref.images, ctrl.labels if y is not None else None, clf)))
-    summary = {who: {k: _mean_sd([r[who][k] for r in runs]) for k in runs[0][who] if k != 'n'} for who in ('samples', 'control')}
+    summary = {who: {k: _mean_sd([r[who][k] for r in runs]) for k in runs[0][who] if k != 'n'}
+               for who in ('samples', 'control')}
     return dict(runs=runs, **summary)
+
+# %% ../nbs/09_evaluation.ipynb #f3cf0721
+def paired_difference(
+    a, # one row's per-seed values: a sequence, or a dict {seed: value}
+    b, # the other row's on the same seeds (dicts are matched by seed, on the seeds both have)
+)->tuple: # (mean of a - b, standard deviation of a - b over the seeds)
+    "The per-seed difference of two rows scored on the same seeds: its mean and standard deviation"
+    if isinstance(a, dict) != isinstance(b, dict):
+        raise TypeError('a and b must both be dicts {seed: value} or both sequences')
+    if isinstance(a, dict):
+        seeds = sorted(set(a) & set(b))
+        a, b = [a[k] for k in seeds], [b[k] for k in seeds]
+    if len(a) != len(b):
+        raise ValueError(f'a and b must have the same length (one per seed), got {len(a)} and {len(b)}')
+    if len(a) < 2: raise ValueError(f'a paired difference needs two seeds or more in common, got {len(a)}')
+    d = torch.tensor([float(x) - float(y) for x, y in zip(a, b)], dtype=torch.float64)
+    return float(d.mean()), float(d.std())
