@@ -77,6 +77,10 @@ def _spec(name:str)->SamplerSpec:
 # %% ../nbs/08b_sampling.ipynb #e1f2a3b4
 _MAX_STEPS = 1000      # steps of a continuous-time sampler (flow, EDM): the bound DDIM has on the default T = 1000
 
+def _is_a(s, cls:type)->bool:
+    "isinstance, or an instance of a class of the same name: a chapter's notebook defines the class its module exports"
+    return isinstance(s, cls) or cls.__name__ in {c.__name__ for c in type(s).__mro__}
+
 def usable_samplers(
     s, # what a model samples with: a NoiseSchedule or a later chapter's formulation
 )->list: # the names of the samplers that can sample such a model
@@ -87,7 +91,7 @@ def usable_samplers(
     def ok(p):
         if p.name == 'distilled': return False        # a distilled student's own sampler (its schedule names it in only_samplers)
         if p.takes is object: return isinstance(s, NoiseSchedule) or all(hasattr(s, a) for a in ('sigma_min', 'sigma_max', 'rho'))
-        return isinstance(s, p.takes) or (p.takes is NoiseSchedule and hasattr(s, 'discretize'))
+        return _is_a(s, p.takes) or (p.takes is NoiseSchedule and hasattr(s, 'discretize'))
     return sorted(n for n, p in SAMPLERS.items() if ok(p))
 
 def max_steps(

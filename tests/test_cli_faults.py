@@ -294,14 +294,19 @@ def test_a_damaged_image_during_training(work, tmp_path):
     step = int(line.split('failed at step ')[1].split()[0])
     assert torch.load(tmp_path/'run'/'checkpoint.pt')['step'] == step
 
+def long_training(out):
+    "A training run that goes on until stopped, a few steps in: (command, process)"
+    cmd = [TRAIN, '--preset', 'tiny', '--steps', '100000', '--ckpt-every', '100000', '--samples', '0', *QUICK, '--out', str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    assert p.stdout.readline().startswith('training a'), p.stderr.read()
+    time.sleep(2)                                                  # a few steps
+    return cmd, p
+
 def test_two_trainers_and_ctrl_c(work, tmp_path):
     "A second trainer on a folder in use is refused; Ctrl-C saves the finished step and prints the command that continues"
     out = tmp_path/'run'
-    cmd = [TRAIN, '--preset', 'tiny', '--steps', '100000', '--ckpt-every', '100000', '--samples', '0', *QUICK, '--out', str(out)]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    cmd, first = long_training(out)
     try:
-        assert first.stdout.readline().startswith('training a'), first.stderr.read()
-        time.sleep(2)                                              # a few steps
         one_line(run(cmd, env=ENV), 'is being written by another run')
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=120)
@@ -328,11 +333,8 @@ def test_signal_while_sampling(work, tmp_path, sig):
 def test_sighup_while_training(work, tmp_path):
     "A hang-up (closed terminal, dropped SSH session) stops training like Ctrl-C: the finished step is saved, status 130"
     out = tmp_path/'run'
-    cmd = [TRAIN, '--preset', 'tiny', '--steps', '100000', '--ckpt-every', '100000', '--samples', '0', *QUICK, '--out', str(out)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    cmd, p = long_training(out)
     try:
-        assert p.stdout.readline().startswith('training a'), p.stderr.read()
-        time.sleep(2)
         p.send_signal(signal.SIGHUP)
         _, err = p.communicate(timeout=120)
     finally:
