@@ -22,8 +22,8 @@ class GuidedModel:
         n = getattr(model, 'n_classes', None)
         if n is None: raise ValueError('classifier-free guidance needs a class-conditional model (one with n_classes, trained with label dropout)')
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale <= _MAX_GUIDANCE:
-            raise ValueError(f'guidance_scale must be a finite number in [0, {_MAX_GUIDANCE}], got {guidance_scale!r} '
-                             '(far beyond the scales that help, every pixel saturates)')
+            why = ' (far beyond the scales that help: every pixel saturates)' if isinstance(guidance_scale, (int, float)) and guidance_scale > _MAX_GUIDANCE else ''
+            raise ValueError(f'guidance_scale must be a finite number in [0, {_MAX_GUIDANCE}], got {guidance_scale!r}{why}')
         self.model, self.guidance_scale, self.n_classes = model, float(guidance_scale), n
         self.prediction, self.needs_labels = getattr(model, 'prediction', 'eps'), True
 

@@ -21,7 +21,7 @@ def test_guidance_scales_one_and_zero_are_exact():
 
 def test_guidance_bad_input():
     with pytest.raises(ValueError, match='needs a class-conditional model'): classifier_free_guidance(UNet(), 2.0)
-    with pytest.raises(ValueError, match='guidance_scale must be a finite number >= 0'): classifier_free_guidance(MODEL, -0.5)
+    with pytest.raises(ValueError, match=r'guidance_scale must be a finite number in \[0, 100\]'): classifier_free_guidance(MODEL, -0.5)
     with pytest.raises(ValueError, match=r'class indices in \[0, 9\]'):
         ddim_sample(classifier_free_guidance(MODEL, 2.0), S, (1, 1, 28, 28), y=torch.tensor([10]))
 
