@@ -21,6 +21,7 @@ py_versions = '3.9 3.10 3.11 3.12 3.13'.split()
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 peer_requirements = shlex.split(cfg.get('peer_requirements', ''))
+hf_requirements = shlex.split(cfg.get('hf_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 package_data = {cfg['lib_name']: cfg.get('package_data', '').split()}
@@ -38,7 +39,7 @@ setuptools.setup(
     include_package_data=True,
     package_data=package_data,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'peers': peer_requirements},
+    extras_require={'dev': dev_requirements, 'peers': peer_requirements, 'hf': hf_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -14,7 +14,8 @@ from .data import atomic_write
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'MODEL_CLASSES', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'is_checkpoint',
-           'register_model', 'model_config', 'model_from_config', 'formulation_from_config', 'load_model']
+           'register_model', 'model_config', 'model_from_config', 'formulation_from_config', 'model_from_record',
+           'load_model']
 
 # %% ../nbs/04c_checkpoints.ipynb #03a00cdc
 CHECKPOINT_FORMAT = 'diffnb-checkpoint'
@@ -185,7 +186,7 @@ def formulation_from_config(
                 raise CheckpointError('the checkpoint holds neither a formulation nor a schedule')
             _check_steps_asked(ckpt['schedule'])
             pred = ckpt.get('model_config', {}).get('config', {}).get('prediction', 'eps')
-            gamma = (ckpt.get('hparams') or {}).get('min_snr_gamma')
+            gamma = (ckpt.get('hparams') or (ckpt.get('info') or {}).get('hparams') or {}).get('min_snr_gamma')
             return NoisePrediction(schedule_from_config(ckpt['schedule']), pred, gamma)
         if not isinstance(cfg, dict):
             raise CheckpointError(f'the stored formulation must be a dict, got {type(cfg).__name__}')
@@ -206,28 +207,40 @@ def _sample_shape(ckpt:dict, model)->tuple:
         raise CheckpointError(f'the stored image shape {shape!r} is not (channels, height, width) of sane sizes for this model')
     return tuple(shape)
 
+def model_from_record(
+    ckpt:dict, # what a checkpoint or a model folder stores: 'model_config', the formulation (or schedule), 'data'
+    state:dict, # the weights to load into the model
+    device=None, # where to put the model (default: CPU)
+)->tuple: # (model in eval mode, what samplers take with it)
+    "Build, check and load a model from its stored description and weights; what `load_model` does after reading the file"
+    model = model_from_config(ckpt.get('model_config'), state=state)
+    try: model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise CheckpointError(f'the stored weights do not fit the stored configuration ({_first_line(e)})') from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise CheckpointError(f'the weights hold NaN or inf ({", ".join(bad[:3])}): the run diverged before it '
+                                  'was saved; use an earlier checkpoint')
+    model.sample_shape = _sample_shape(ckpt, model)
+    f = formulation_from_config(ckpt)
+    s = f.to(device or 'cpu').for_sampling()
+    s.formulation_config = f.config      # what the model was trained with, kept for saving it again (chapter 4d)
+    return model.to(device or 'cpu').eval(), s
+
 def load_model(
-    path, # a checkpoint or a bundled model file
+    path, # a checkpoint, or a model folder (chapter 4d)
     ema:bool=True, # the EMA weights (else the raw training weights)
     device=None, # where to put the model (default: CPU)
 )->tuple: # (model in eval mode, what samplers take with it: the NoiseSchedule for chapter 4's models)
     "Load a trained model and its noise schedule (or formulation); a damaged or hostile file gives a `CheckpointError`"
+    if Path(path).is_dir():                       # a model folder: safetensors weights and a JSON description
+        from diffnb.hub import from_pretrained
+        return from_pretrained(path, device=device)
     ckpt = load_checkpoint(path)
     if 'model_config' not in ckpt or 'model' not in ckpt:
         raise CheckpointError(f'{path} holds no model (keys: {sorted(ckpt)})')
     use_ema = ema and ckpt.get('ema') is not None
     if use_ema and not (isinstance(ckpt['ema'], dict) and 'model' in ckpt['ema']):
         raise CheckpointError(f'{path}: the stored EMA holds no weights')
-    state = ckpt['ema']['model'] if use_ema else ckpt['model']
-    try:
-        model = model_from_config(ckpt['model_config'], state=state)
-        try: model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as e:
-            raise CheckpointError(f'the stored weights do not fit the stored configuration ({_first_line(e)})') from None
-        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad: raise CheckpointError(f'the weights hold NaN or inf ({", ".join(bad[:3])}): the run diverged before it '
-                                      'was saved; use an earlier checkpoint')
-        model.sample_shape = _sample_shape(ckpt, model)
-        f = formulation_from_config(ckpt)
+    try: return model_from_record(ckpt, ckpt['ema']['model'] if use_ema else ckpt['model'], device)
     except CheckpointError as e: raise CheckpointError(f'{path}: {e}') from None
-    return model.to(device or 'cpu').eval(), f.to(device or 'cpu').for_sampling()
+

@@ -4,6 +4,7 @@
 
 # %% ../nbs/04b_pretrained.ipynb #1d15fc77
 from __future__ import annotations
+import json
 from pathlib import Path
 import torch
 from .data import ASSETS
@@ -13,17 +14,17 @@ from .training import load_model, load_checkpoint, save_checkpoint
 __all__ = ['PRETRAINED', 'pretrained_path', 'load_pretrained', 'pretrained_info', 'export_model']
 
 # %% ../nbs/04b_pretrained.ipynb #33d6499b
-PRETRAINED = {'mnist': 'mnist_unet.pt', 'mnist-fast': 'mnist_fast.pt'}
+PRETRAINED = {'mnist': 'mnist', 'mnist-fast': 'mnist-fast'}
 
 def pretrained_path(
     name:str='mnist', # a key of `PRETRAINED`
 )->Path:
-    "Where a bundled model's file is"
+    "Where a bundled model's folder is (model.safetensors, config.json, README.md)"
     if name not in PRETRAINED:
         raise ValueError(f'unknown bundled model {name!r}; available: {sorted(PRETRAINED)}')
     path = ASSETS/PRETRAINED[name]
-    if not path.exists():
-        raise FileNotFoundError(f'the bundled model file is missing: {path} (reinstall diffnb)')
+    if not (path/'config.json').is_file() or not (path/'model.safetensors').is_file():
+        raise FileNotFoundError(f'the bundled model is missing or incomplete: {path} (reinstall diffnb)')
     return path
 
 def load_pretrained(
@@ -36,15 +37,15 @@ def load_pretrained(
 def pretrained_info(
     name:str='mnist', # a key of `PRETRAINED`
 )->dict:
-    "How a bundled model was trained: the command, steps, time, device and data"
-    return load_checkpoint(pretrained_path(name)).get('info', {})
+    "How a bundled model was trained and scored: the command, steps, time, device, data and scores"
+    return json.loads((pretrained_path(name)/'config.json').read_text()).get('info', {})
 
 def export_model(
     checkpoint, # a training checkpoint written by `Trainer`
     dest, # the model file to write
     info:dict=None, # extra facts to record (merged with the run's own record)
 )->Path:
-    "Write a checkpoint's EMA weights and configuration as a small model file (no optimiser state)"
+    "Write a checkpoint's EMA weights and configuration as a small single-file model (no optimiser state)"
     ck = load_checkpoint(checkpoint)
     record = dict(steps=ck['step'], seconds=round(ck.get('elapsed', 0.0), 1), hparams=ck['hparams'], data=ck.get('data'),
                   world_size=ck.get('world_size', 1), **(info or {}))

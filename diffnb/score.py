@@ -358,7 +358,7 @@ def eval_cmd(args):
     dev = _device(args.device)
     if args.checkpoint:
         from diffnb.training import load_model
-        if not Path(args.checkpoint).is_file(): raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+        if not Path(args.checkpoint).exists(): raise FileNotFoundError(f'checkpoint or model folder not found: {args.checkpoint}')
         model, s = load_model(args.checkpoint, device=dev)
     else:
         from diffnb.pretrained import load_pretrained

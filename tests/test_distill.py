@@ -9,6 +9,7 @@ from diffnb.training import load_model, load_checkpoint, Trainer, GaussianMixtur
 from diffnb.sampling import sample, SAMPLERS
 from diffnb.unet import UNet, timestep_embedding
 from diffnb.ddim import dpm_solver_sample
+from diffnb.pretrained import pretrained_info
 from diffnb.distill import (ProgressiveDistillation, ConsistencyDistillation, DistilledStudents, StudentSchedule, distilled_sample,
                             student_from_teacher, student_timesteps, progressive_distill, export_student, x0_estimate)
 
@@ -21,8 +22,8 @@ def test_shipped_student_loads_offline():
     model, s = load_student()
     assert isinstance(model, DistilledStudents) and isinstance(s, StudentSchedule)
     assert s.default_sampler == 'distilled' and model.steps == [1, 2, 4, 8]
-    assert (ASSETS/'mnist_fast.pt').stat().st_size < 8_000_000
-    info = load_checkpoint(ASSETS/'mnist_fast.pt')['info']
+    assert (ASSETS/'mnist-fast'/'model.safetensors').stat().st_size < 8_000_000
+    info = pretrained_info('mnist-fast')
     assert info['data'] == 'bundled MNIST, training part' and 'command' in info
 
 def test_student_samples_with_labels_and_guidance():

@@ -1,5 +1,6 @@
 "The package installs and imports cleanly, without nbdev, and carries its data and model."
 import sys, importlib, pkgutil
+from pathlib import Path
 import diffnb
 from conftest import run
 
@@ -27,8 +28,13 @@ def test_assets_ship_with_the_package():
     from diffnb.pretrained import pretrained_path, pretrained_info
     d = bundled_mnist(check=True)
     assert len(d) == 5000 and d.n_classes == 10
-    assert pretrained_path('mnist').stat().st_size < 5e6
-    assert 'command' in pretrained_info('mnist')
+    for name in ('mnist', 'mnist-fast'):
+        folder = pretrained_path(name)
+        assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+        assert (folder/'model.safetensors').stat().st_size < 8e6
+        assert 'command' in pretrained_info(name) and 'scores' in pretrained_info(name)
+    assert not list(Path(diffnb.__file__).parent.glob('assets/*.pt')) or \
+        [p.name for p in Path(diffnb.__file__).parent.glob('assets/*.pt')] == ['mnist_classifier.pt']   # no pickled diffusion model ships
 
 def test_version():
     import diffnb
