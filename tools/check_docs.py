@@ -206,6 +206,14 @@ def check_reader_mode():
                 problem(f'{p.name} cell {i}: writes into the package\'s data folder ({l[:90]!r}); a notebook never changes the '
                         f'installed package -- write under runs/ or a temporary folder, and leave retraining a shipped file to a script in tools/')
 
+def check_colab():
+    "Every notebook opens in Colab from its badge, and its setup cell installs the course there (tools/colab.py)"
+    sys.path.insert(0, str(ROOT/'tools'))
+    import colab
+    for p in notebooks():
+        lack = colab.missing(json.loads(p.read_text(encoding='utf-8')), p.name)
+        if lack: problem(f'{p.name}: no up-to-date Colab {" and ".join(lack)} (run python tools/colab.py)')
+
 def process_notebooks():
     """What `proc_nbs(force=True)` does, one notebook at a time, so that a notebook nbdev cannot process (nbdev_docs
     would stop there) is reported by name and the others are still checked"""
@@ -235,6 +243,7 @@ def process_notebooks():
 def main():
     os.chdir(ROOT)
     check_reader_mode()
+    check_colab()
     if '--reader-mode' in sys.argv: return report(len(notebooks()), 'reader-mode rules kept')
     from nbdev.quarto import refresh_quarto_yml
     import nbdev.doclinks
