@@ -76,12 +76,14 @@ def model_config(
     "The stored description of a model: class, module and constructor arguments"
     return {'class': type(model).__name__, 'module': type(model).__module__, 'config': getattr(model, 'config', {})}
 
-def _import_chapter_modules():
+def _import_chapter_modules(
+    skip:tuple=('cli', 'interop'), # modules left out: the command line, and the diffusers bridge (importing diffusers takes seconds)
+):
     "Import every module of the installed diffnb package, so that what later chapters register is there"
     import pkgutil
     here = Path(importlib.import_module('diffnb.checkpoint').__file__).parent   # the installed package's folder, not
     for m in pkgutil.iter_modules([str(here)]):                                # a folder named diffnb in the working directory
-        if not m.name.startswith('_') and m.name != 'cli':
+        if not m.name.startswith('_') and m.name not in skip:
             try: importlib.import_module(f'diffnb.{m.name}')
             except ImportError: pass
 
@@ -92,6 +94,7 @@ def _lookup(table:dict, name, module, what:str):
         try: importlib.import_module(module)
         except ImportError: pass
     if name not in table: _import_chapter_modules()  # recorded from a notebook (module '__main__'): the chapters register it
+    if name not in table: _import_chapter_modules(skip=('cli',))
     if name not in table: raise CheckpointError(f'unknown {what} {name!r}; expected one of {sorted(table)}')
     return table[name]
 

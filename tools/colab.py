@@ -16,15 +16,18 @@ REPO = 'diffnb/diffnb'
 BADGE_ID, SETUP_ID = 'colab-badge', 'colab-setup'
 
 SETUP = f'''#| hide
-import importlib.util, os, subprocess, sys
-if importlib.util.find_spec('diffnb') is None or ('google.colab' in sys.modules and not os.path.isdir('results')):
-    # on Colab (or a Python without diffnb): the course's repository -- notebooks, bundled models, saved results --
-    # installed with its notebook tools; the chapter then runs from its nbs/ folder like a local Run All
+def _on_colab():
+    "On Colab, or in a Python without diffnb: install the course, then run from its nbs/ folder like a local Run All"
+    # the course's repository holds the notebooks, the bundled models and the saved results that reader mode loads
+    import importlib, importlib.util, os, subprocess, sys
+    if importlib.util.find_spec('diffnb') is not None and not ('google.colab' in sys.modules and not os.path.isdir('results')):
+        return                                               # installed here: nothing to do
     if not os.path.isdir('diffnb-course'):
         subprocess.run(['git', 'clone', '-q', '--depth', '1', 'https://github.com/{REPO}', 'diffnb-course'], check=True)
     subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', './diffnb-course[dev]'], check=True)
     importlib.invalidate_caches()
-    os.chdir('diffnb-course/nbs')'''
+    os.chdir('diffnb-course/nbs')
+_on_colab()'''
 
 def badge(name:str)->str:
     url = f'https://colab.research.google.com/github/{REPO}/blob/main/nbs/{name}'
