@@ -1,5 +1,6 @@
 "diffusers interop (chapter 14): schedulers that take diffnb's steps, a diffnb network in diffusers pipelines (saved and reloaded), a UNet2DModel in diffnb's training loop."
-import pytest, torch
+import sys, pytest, torch
+from conftest import run
 from diffusers import DDIMPipeline, DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 from diffnb.interop import (to_diffusers_scheduler, scheduler_sample, diffusers_prediction_type, DiffnbUNet2DModel,
                             DiffnbClassPipeline, DiffusersUNet, LogSNRDPMSolverScheduler)
@@ -7,7 +8,7 @@ from diffnb.schedules import cosine_schedule, linear_schedule
 from diffnb.ddim import ddim_sample, dpm_solver_sample, sampling_timesteps
 from diffnb.sampling import sample
 from diffnb.pretrained import load_pretrained
-from diffnb.training import Trainer, diffusion_loss, load_model
+from diffnb.training import Trainer, diffusion_loss, load_model, NoisePrediction
 from diffnb.data import bundled_mnist, ring_means
 from diffnb.flow import FlowPath, FlowUNet, GaussianMixtureFlow, flow_sample
 from diffnb.unet import UNet
@@ -137,3 +138,14 @@ def test_unet2d_adapter_bad_input():
     with pytest.raises(ValueError, match='give n_classes'): DiffusersUNet(dict(SMALL, num_class_embeds=11))
     with pytest.raises(ValueError, match='n_classes must be'): DiffusersUNet(SMALL, n_classes=0)
     with pytest.raises(ValueError, match='y must be None'): DiffusersUNet(SMALL)(torch.randn(1, 1, 28, 28), torch.tensor([3]), torch.tensor([1]))
+
+def test_a_diffusers_unet_as_a_model_folder(tmp_path):
+    "A UNet2DModel trained by diffnb shares like any diffnb model: a model folder that loads in a new process"
+    from diffnb.hub import save_pretrained, read_record
+    model = DiffusersUNet(SMALL, n_classes=10).eval()
+    folder = save_pretrained(model, NoisePrediction(cosine_schedule()), tmp_path/'m', data=dict(shape=[1, 28, 28]))
+    assert read_record(folder)['model_config']['module'] == 'diffnb.interop'
+    code = ('import sys, torch; from diffnb.hub import from_pretrained; from diffnb.sampling import sample\n'
+            f'm, s = from_pretrained({str(folder)!r}); print(type(m).__name__, tuple(sample(m, s, (2, 1, 28, 28), steps=2, y=torch.arange(2)).shape))')
+    r = run([sys.executable, '-c', code])
+    assert r.returncode == 0 and r.stdout.split() == ['DiffusersUNet', '(2,', '1,', '28,', '28)'], r.stderr
