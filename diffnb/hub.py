@@ -104,15 +104,19 @@ def model_card(
 def model_record(
     model:nn.Module, # a model whose class is registered (`register_model`, chapter 4c)
     s, # what it was trained with: its formulation, or what `load_model` returned with it
-    data:dict=None, # the training data's record: name, shape (C, H, W), classes (default: what the model knows)
+    data=None, # the training data (a dataset of chapter 0) or its record {name, shape (C, H, W), classes}
     info:dict=None, # how it was trained and scored: command, steps, seconds, device, scores, license, ...
 )->dict: # the content of config.json
     "The JSON description of a model folder: the model's class and arguments, the formulation, the sampler defaults, the data"
     from diffnb.sampling import SAMPLERS, sampler_names
     mc = model_config(model)
     mc['module'] = _registered_module(MODEL_CLASSES, mc['class'], mc['module'])
+    if data is not None and not isinstance(data, dict):           # a dataset: what a record keeps of it
+        data = dict(name=getattr(data, 'name', ''), shape=list(data.shape), classes=list(getattr(data, 'classes', None) or []))
     shape = getattr(model, 'sample_shape', None) or (data or {}).get('shape')
-    data = dict(data or {}, shape=list(shape) if shape else None)
+    if not shape: raise ValueError("the images' shape is unknown: pass data= (the training dataset, or {'shape': [C, H, W]}); "
+                                   'a model that load_model or from_pretrained returned knows it')
+    data = dict(data or {}, shape=list(shape))
     form = formulation_record(s)
     sampler_names()
     name = getattr(s, 'default_sampler', 'ddim')
@@ -134,7 +138,7 @@ def save_pretrained(
     model:nn.Module, # a model whose class is registered (every diffnb model is)
     s, # what it was trained with: its formulation, or what `load_model` returned with it
     path, # the folder to write: model.safetensors, config.json, README.md
-    data:dict=None, # the training data's record (name, shape, classes)
+    data=None, # the training data (a dataset of chapter 0) or its record {name, shape, classes}
     info:dict=None, # how it was trained and scored (the model card shows it)
     dtype:torch.dtype=None, # store floating weights in this type (e.g. torch.float16: half the size); loading casts back
     overwrite:bool=False, # replace a model folder already there
@@ -265,7 +269,7 @@ def push_to_hub(
     model:nn.Module, # a model whose class is registered
     s, # what it was trained with (as for `save_pretrained`)
     repo_id:str, # the Hub repository to create or update, 'owner/name'
-    data:dict=None, # the training data's record
+    data=None, # the training data (a dataset of chapter 0) or its record {name, shape, classes}
     info:dict=None, # how it was trained and scored
     private:bool=False, # create the repository as private
     token:str=None, # a Hub token (default: the one `huggingface-cli login` stored)

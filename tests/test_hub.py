@@ -42,6 +42,13 @@ def test_round_trip_same_weights_same_samples(tmp_path):
     save_pretrained(m2, s2, f, overwrite=True)               # what load returned saves again, formulation included
     assert read_record(f)['formulation']['kind'] == 'ddpm'
 
+def test_a_dataset_gives_the_record_its_name_shape_and_classes(tmp_path):
+    digits = bundled_mnist('train')
+    f = save_pretrained(tiny(), cosine_schedule(T=100), tmp_path/'m', data=digits)
+    rec = read_record(f)['data']
+    assert rec == dict(name=digits.name, shape=[1, 28, 28], classes=list(digits.classes))
+    assert from_pretrained(f)[0].sample_shape == (1, 28, 28)
+
 def test_half_precision_halves_the_file(tmp_path):
     m, s = tiny(), cosine_schedule(T=100)
     full = save_pretrained(m, s, tmp_path/'a', data=dict(shape=[1, 8, 8]))
@@ -68,7 +75,9 @@ def test_refusals(tmp_path):
     with pytest.raises(CheckpointError, match='not a readable safetensors file'): load_folder(f)
     (f/CONFIG_NAME).write_text('{"format": "diffnb-model", ')
     with pytest.raises(CheckpointError, match='not valid JSON'): load_folder(f)
-    with pytest.raises(TypeError, match='cannot be stored'): save_pretrained(m, s, tmp_path/'x', info={'w': torch.ones(2)})
+    with pytest.raises(TypeError, match='cannot be stored'):
+        save_pretrained(m, s, tmp_path/'x', data=dict(shape=[1, 8, 8]), info={'w': torch.ones(2)})
+    with pytest.raises(ValueError, match="shape is unknown"): save_pretrained(m, s, tmp_path/'y')
     with pytest.raises(FileNotFoundError, match='no model folder'): from_pretrained(tmp_path/'missing'/'deeper')
 
 def test_hub_offline_is_a_clear_error_not_a_hang(tmp_path, monkeypatch):
