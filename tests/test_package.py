@@ -39,3 +39,15 @@ def test_assets_ship_with_the_package():
 def test_version():
     import diffnb
     assert diffnb.__version__.count('.') == 2
+
+def test_the_colab_setup_cell_does_nothing_where_diffnb_is_installed(monkeypatch, tmp_path):
+    "Every chapter's first code cell installs the course on Colab; here, with diffnb installed, it must not touch anything"
+    import subprocess, os
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root/'tools'))
+    import colab
+    def refuse(*a, **k): raise AssertionError(f'the setup cell ran {a}')
+    monkeypatch.setattr(subprocess, 'run', refuse)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(colab.SETUP, 'setup-cell', 'exec'), {})
+    assert os.getcwd() == str(tmp_path) and not (tmp_path/'diffnb-course').exists()

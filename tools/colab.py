@@ -3,7 +3,9 @@
 Both go right after the chapter's title (in the index, after the two commands the README opens with): a markdown cell with the badge (it shows on the documentation site, and the
 index's shows in the README) and a hidden code cell that, on Colab or in any Python without diffnb, clones the
 course (notebooks, bundled models, the saved results that reader mode loads), installs it with the notebook tools,
-and continues from its `nbs/` folder. Run after adding a chapter; `tools/check_docs.py` checks that none lacks them.
+and continues from its `nbs/` folder (`eval: false` keeps nbdev's test and docs runs from executing it; where diffnb
+is installed it does nothing, which tests/test_package.py checks). Run after adding a chapter; `tools/check_docs.py`
+checks that none lacks them.
 
     python tools/colab.py            # add or refresh the two cells in nbs/*.ipynb
     python tools/colab.py --check    # only report notebooks without them
@@ -16,6 +18,7 @@ REPO = 'diffnb/diffnb'
 BADGE_ID, SETUP_ID = 'colab-badge', 'colab-setup'
 
 SETUP = f'''#| hide
+#| eval: false
 def _on_colab():
     "On Colab, or in a Python without diffnb: install the course, then run from its nbs/ folder like a local Run All"
     # the course's repository holds the notebooks, the bundled models and the saved results that reader mode loads
