@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 __all__ = ['ASSETS', 'TORCHVISION_DATASETS', 'to_model_range', 'to_unit_range', 'ImageDataset', 'TensorImages', 'bundled_mnist',
            'clean_stale_temps', 'atomic_write', 'image_grid', 'show_images', 'image_format', 'save_images', 'two_moons',
            'swiss_roll', 'ring_means', 'gaussian_ring', 'ImageReadError', 'read_image', 'ConvertedImages',
-           'DownloadError', 'torchvision_images', 'image_folder', 'load_dataset']
+           'DownloadError', 'torchvision_images', 'image_folder', 'hf_images', 'load_dataset']
 
 # %% ../nbs/00_data.ipynb #74eb15a2
 def to_model_range(
@@ -426,23 +426,142 @@ def image_folder(
         raise FileNotFoundError(f'{path}: {(str(e).splitlines() or [""])[0]}') from None
     return ConvertedImages(src, channels=channels, size=size, name=path.name)
 
+# %% ../nbs/00_data.ipynb #c074bcee
+_IMAGE_COLUMNS, _LABEL_COLUMNS = ('image', 'img'), ('label', 'labels')
+
+def _hf_columns(ds, image_column, label_column)->tuple:
+    "The image and label columns of a `datasets.Dataset`: those named, else found by feature type or by name"
+    import datasets
+    feats = ds.features
+    if image_column is None:
+        image_column = next((k for k, f in feats.items() if isinstance(f, datasets.Image)), None) \
+                       or next((k for k in _IMAGE_COLUMNS if k in feats), None)
+        if image_column is None:
+            raise ValueError(f'cannot tell which column holds the images (no Image feature, no column named '
+                             f"'image' or 'img') among {list(feats)}: pass image_column=")
+    if label_column is None: label_column = next((k for k in _LABEL_COLUMNS if k in feats), None)
+    label_column = label_column or None                  # '' or False: no labels
+    for what, c in [('image_column', image_column), ('label_column', label_column)]:
+        if c is not None and c not in feats: raise ValueError(f'{what} {c!r} is not a column; the columns are {list(feats)}')
+    return image_column, label_column
+
+def _hf_classes(ds, label_column)->list:
+    "Class names: a ClassLabel's names, else '0'..'max' of an integer column, else one class '0'"
+    import datasets
+    if label_column is None: return ['0']
+    f = ds.features[label_column]
+    if isinstance(f, datasets.ClassLabel): return list(f.names)
+    if not (isinstance(f, datasets.Value) and f.dtype.startswith(('int', 'uint'))):
+        raise ValueError(f'label_column {label_column!r} must hold integer class indices or a ClassLabel, got {f}')
+    labels = ds.unique(label_column)
+    if labels and min(labels) < 0: raise ValueError(f'label_column {label_column!r} holds a negative label, {min(labels)}')
+    return [str(i) for i in range(max(labels) + 1 if labels else 1)]
+
+class _HFPairs(Dataset):
+    "The `(image, label)` pairs of a `datasets.Dataset`; arrays (H, W) or (H, W, C) become tensors (C, H, W)"
+    def __init__(self, ds, image_column:str, label_column:str=None):
+        self.ds = ds.select_columns([c for c in (image_column, label_column) if c])
+        self.image_column, self.label_column = image_column, label_column
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i):
+        row = self.ds[int(i)]
+        img = row[self.image_column]
+        if not hasattr(img, 'mode'):                     # not a PIL image: an array of pixels
+            a = np.asarray(img)
+            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1) if a.ndim == 3 and a.shape[-1] in (1, 3, 4) else a
+            img = torch.from_numpy(np.ascontiguousarray(a))
+        return img, int(row[self.label_column]) if self.label_column else 0
+
+# %% ../nbs/00_data.ipynb #5dcb69a0
+def _hub_reachable(timeout:float):
+    "Raise `DownloadError` unless the Hugging Face Hub answers within `timeout` seconds"
+    import urllib.request, urllib.error
+    from huggingface_hub import constants
+    try: urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method='HEAD'), timeout=timeout).close()
+    except urllib.error.HTTPError: pass                  # an answer, even an error page: the Hub is there
+    except (OSError, ValueError) as e:
+        why = 'no answer within {:g} s'.format(timeout) if 'timed out' in str(e) else str(getattr(e, 'reason', e))
+        raise DownloadError(f'cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({why})') from None
+
+def _hf_dataset(source, split:str=None, timeout:float=60)->tuple:
+    "(a `datasets.Dataset`, its name) from a Dataset or DatasetDict, a folder written by `save_to_disk`, or a Hub name"
+    try: import datasets
+    except ImportError: raise ImportError('Hugging Face datasets need the datasets package: pip install "diffnb[hf]"') from None
+    if isinstance(source, (datasets.Dataset, datasets.DatasetDict)):
+        ds, name = source, 'hf:' + (getattr(source, 'info', None) and source.info.dataset_name or 'dataset')
+    elif Path(source).is_dir():
+        try: ds = datasets.load_from_disk(str(source))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f'{source} is not a folder written by save_to_disk ({_first_line(e)})') from None
+        name = f'hf:{source}'
+    else:
+        name = f'hf:{source}' + (f':{split}' if split else '')
+        offline = datasets.config.HF_HUB_OFFLINE or os.environ.get('HF_DATASETS_OFFLINE', '').upper() in ('1', 'ON', 'YES', 'TRUE')
+        try:
+            if not offline: _hub_reachable(timeout)
+            return datasets.load_dataset(str(source), split=split or 'train'), name
+        except DownloadError as e: why = str(e)
+        except ValueError: raise                              # a split that does not exist, ...
+        except Exception as e: why = _first_line(e)
+        raise DownloadError(f'could not load the Hugging Face dataset {source!r}: {why}; '
+                            + ('offline mode is on (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE) and it is not in the local cache'
+                               if offline else 'without internet, save it with Dataset.save_to_disk where it loads and pass that folder')) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None and len(ds) == 1: split = next(iter(ds))
+        split = split or 'train'
+        if split not in ds: raise ValueError(f'{name} has the splits {sorted(ds)}, not {split!r}: name one (hf:NAME:SPLIT, or split=)')
+        return ds[split], f'{name}:{split}'
+    if split is not None: raise ValueError(f'{name} holds one dataset, without splits: leave out the split ({split!r})')
+    return ds, name
+
+def _first_line(e)->str: return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+# %% ../nbs/00_data.ipynb #0000303a
+def hf_images(
+    source, # a `datasets.Dataset` (or `DatasetDict`), a folder written by `save_to_disk`, or a Hub name such as 'ylecun/mnist'
+    split:str=None, # the split of a Hub dataset or a `DatasetDict` (default: 'train', or the only one)
+    image_column:str=None, # the column of images (default: the first `Image` feature, else 'image' or 'img')
+    label_column:str=None, # the column of class labels (default: 'label' or 'labels' if there is one; '' for none)
+    size:int=None, # resize and centre-crop to size x size (default: keep; images of different sizes need it)
+    channels:int=None, # 1 (grey) or 3 (RGB); default: as the first image
+    timeout:float=60, # seconds to wait for the Hub to answer before giving up
+)->ConvertedImages:
+    "A Hugging Face `datasets` dataset as an `ImageDataset` in [-1, 1], labels from its label column (one class without)"
+    _check_size(size)
+    if channels not in (None, 1, 3): raise ValueError(f'channels must be 1, 3 or None, got {channels!r}')
+    ds, name = _hf_dataset(source, split, timeout)
+    if len(ds) == 0: raise ValueError(f'{name} holds no images')
+    image_column, label_column = _hf_columns(ds, image_column, label_column)
+    return ConvertedImages(_HFPairs(ds, image_column, label_column), channels=channels, size=size,
+                           classes=_hf_classes(ds, label_column), name=name)
+
 # %% ../nbs/00_data.ipynb #15b53a2f
+def _hf_spec(name:str)->tuple:
+    "'hf:NAME[:SPLIT]' -> (NAME, SPLIT or None); a NAME that is an existing folder keeps any ':' in it"
+    rest = name[3:]
+    source, split = (rest, None) if ':' not in rest or Path(rest).is_dir() else rest.split(':', 1)
+    if not source: raise ValueError(f"'hf:' must be followed by a dataset name or a folder, got {name!r}")
+    return source, split or None
+
 def load_dataset(
-    name:str='bundled', # 'bundled' (or 'bundled:train', 'bundled:heldout'), 'mnist', 'fashion_mnist', 'cifar10', or a path to an image folder
+    name='bundled', # 'bundled' (or 'bundled:train', 'bundled:heldout'), 'mnist', 'fashion_mnist', 'cifar10', a path to an image folder, 'hf:NAME[:SPLIT]', or a `datasets.Dataset`
     root='data', # where torchvision datasets are stored
-    size:int=None, # resize images to size x size (torchvision and folders; folders default to 32)
-    channels:int=3, # channels for an image folder
+    size:int=None, # resize images to size x size (not the bundled digits; folders default to 32)
+    channels:int=None, # channels (1 or 3) of an image folder (default 3) or a Hugging Face dataset (default: as its images)
     download:bool=True, # allow torchvision to download
-    timeout:float=60, # seconds to wait for a download server before giving up
+    timeout:float=60, # seconds to wait for a download server or the Hub before giving up
 )->ImageDataset:
     "Get an `ImageDataset` by name"
     _check_size(size)
+    if not isinstance(name, (str, Path)): return hf_images(name, size=size, channels=channels)     # a datasets.Dataset
+    name = str(name)
     if name in ('bundled', 'bundled_mnist', 'bundled:train', 'bundled:heldout'):
         if size is not None:
-            raise ValueError(f'size applies to torchvision datasets and image folders; the bundled digits are 28x28')
+            raise ValueError(f'size applies to torchvision datasets, Hugging Face datasets and image folders; the bundled digits are 28x28')
         return bundled_mnist(name.split(':')[1] if ':' in name else None)
     if name in TORCHVISION_DATASETS:
         return torchvision_images(name, root, download=download, size=size, timeout=timeout)
-    if Path(name).is_dir(): return image_folder(name, size=size or 32, channels=channels)
+    if name.startswith('hf:'): return hf_images(*_hf_spec(name), size=size, channels=channels, timeout=timeout)
+    if Path(name).is_dir(): return image_folder(name, size=size or 32, channels=channels or 3)
     raise ValueError("dataset must be 'bundled', "
-                     f"one of {sorted(TORCHVISION_DATASETS)} or an existing folder, got {name!r}")
+                     f"one of {sorted(TORCHVISION_DATASETS)}, 'hf:NAME' or an existing folder, got {name!r}")
