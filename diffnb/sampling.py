@@ -14,10 +14,11 @@ from .ddim import ddim_sample, dpm_solver_sample
 from .guidance import classifier_free_guidance
 from .inpainting import inpaint
 from .checkpoint import _import_chapter_modules
+from .training import CompiledModel
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'SamplerSpec', 'register_sampler', 'sampler_names', 'usable_samplers', 'max_steps', 'sample',
-           'sampler_explorer']
+__all__ = ['SAMPLERS', 'SamplerSpec', 'register_sampler', 'sampler_names', 'usable_samplers', 'max_steps', 'compiled_model',
+           'sample', 'sampler_explorer']
 
 # %% ../nbs/08b_sampling.ipynb #dd998732
 @dataclass
@@ -100,6 +101,20 @@ def max_steps(
     "The most `steps` `sample` accepts with `s`: T for a noise schedule (all of its timesteps), 1,000 for a continuous-time model"
     return s.T if isinstance(s, NoiseSchedule) else _MAX_STEPS
 
+# %% ../nbs/08b_sampling.ipynb #0d23abb3
+_COMPILED = {}      # id(model) -> (model, its CompiledModel): the few models compiled last
+
+def compiled_model(
+    model, # a callable model(x_t, t, y=None)
+)->CompiledModel:
+    "`model` through torch.compile, made once and reused by later calls with the same model (the last 4 models are kept)"
+    if isinstance(model, CompiledModel): return model
+    hit = _COMPILED.get(id(model))
+    if hit is not None and hit[0] is model: return hit[1]
+    while len(_COMPILED) >= 4: _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[id(model)] = (model, CompiledModel(model))
+    return _COMPILED[id(model)][1]
+
 # %% ../nbs/08b_sampling.ipynb #b5c6d7e8
 def sample(
     model, # a callable model(x_t, t, y=None) -> prediction
@@ -118,6 +133,7 @@ def sample(
     clip_x0:bool=True, # clip each x0 estimate to [-1, 1]
     return_trajectory:bool=False, # also return the trajectory
     progress:bool=False, # show a progress bar
+    compile:bool=False, # run the model through torch.compile, compiled once per model and reused (`compiled_model`)
     **kwargs,
 ):
     "Sample with any registered sampler, optional guidance and optional inpainting; more options of the sampler (`spacing`, `variance`, `method`, `jump_length`, ...) pass through"
@@ -131,6 +147,7 @@ def sample(
         raise ValueError(f'sampler {spec.name!r} cannot sample a model with {type(s).__name__}; use one of {usable_samplers(s)}')
     if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= max_steps(s)):
         raise ValueError(f'steps must be an integer in [1, {max_steps(s)}], got {steps!r}')
+    if compile: model = compiled_model(model)
     if guidance_scale is not None:
         if y is None: raise ValueError('guidance_scale needs class labels y')
         model = classifier_free_guidance(model, guidance_scale)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #f839baee
 from __future__ import annotations
-import copy, math, numbers, os, signal, socket, threading, time, warnings
+import copy, math, numbers, os, signal, socket, sys, threading, time, warnings
 from pathlib import Path
 import torch
 from torch import nn, Tensor
@@ -20,7 +20,8 @@ from .checkpoint import (CHECKPOINT_FORMAT, MODEL_CLASSES, CheckpointError, regi
 # %% auto #0
 __all__ = ['FORMULATIONS', 'RESUME_MAY_CHANGE', 'RUN_SETTINGS', 'GaussianModel', 'GaussianMixtureModel', 'loss_weights',
            'diffusion_loss', 'register_formulation', 'NoisePrediction', 'EMA', 'default_device', 'distributed_env',
-           'init_distributed', 'Trainer', 'TrainingInterrupted', 'DataError', 'RunLockedError', 'RunLock']
+           'init_distributed', 'Trainer', 'CompiledModel', 'TrainingInterrupted', 'DataError', 'RunLockedError',
+           'RunLock']
 
 # %% ../nbs/04_training.ipynb #85e361a6
 class GaussianModel:
@@ -280,6 +281,10 @@ class Trainer:
         overwrite:bool=False, # replace a checkpoint of another run found at `ckpt_path` (a file that is not a checkpoint never is)
         num_workers:int=0, # DataLoader workers for datasets not held in memory
         progress:bool=True, # show a progress bar
+        log_dir=None, # folder for `loss.png`, sample grids in `samples/` and TensorBoard's files (None: none of them)
+        sample_every:int=500, # steps between sample grids in `log_dir` (0 or None: none)
+        log:str=None, # 'tensorboard': also write TensorBoard event files into `log_dir` (needs the tensorboard package)
+        compile:bool=False, # run the network through `torch.compile` (see `CompiledModel`; falls back to eager if it fails)
     ):
         self.rank, self.world, local_rank = distributed_env()
         self.device = torch.device(device) if device is not None else default_device(local_rank)
@@ -297,13 +302,11 @@ class Trainer:
             raise ValueError(f'the data has {data.n_classes} classes but the model was built for n_classes={self.n_classes}')
         self.seed, self.ckpt_path, self.ckpt_every = seed, ckpt_path and Path(ckpt_path), ckpt_every
         self.overwrite, self._owned = overwrite, set()           # the files this run may replace (it wrote or resumed them)
-        self.num_workers, self.progress = num_workers, progress
+        self.num_workers, self.progress, self.compile = num_workers, progress, compile
+        self._setup_logs(log_dir, sample_every, log)
         self.model, self.s = model.to(self.device), self.formulation.for_sampling()
         if hasattr(data, 'images'): self._check_batch(data.images, getattr(data, 'labels', None))    # all of it, once
-        self.net = model
-        if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            self.net = DDP(model, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
+        self.net = self._wrap(model, compile)          # what the steps call: DDP under torchrun, compiled if asked
         self.ema = EMA(model, ema_decay)
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.data = data.to(self.device) if hasattr(data, 'to') and hasattr(data, 'images') else data
@@ -313,7 +316,151 @@ class Trainer:
                                           seed=seed, drop_last=True)
         self.steps_per_epoch = len(self.sampler) // self.local_bs
         if self.steps_per_epoch < 1: raise ValueError(f'the dataset ({len(data)} images) is smaller than one batch ({batch_size})')
-        self.step, self.elapsed, self.history, self.last_ckpt_step, self.changes = 0, 0.0, [], None, []
+        self.step, self.elapsed, self.history, self.last_ckpt_step, self.changes, self._plotted = 0, 0.0, [], None, [], None
+
+# %% ../nbs/04_training.ipynb #1751f660
+@patch
+def _setup_logs(self:Trainer, log_dir, sample_every, log):
+    "Check the logging settings; refuse TensorBoard logging when the package is missing"
+    if sample_every is not None and (not _int(sample_every) or sample_every < 0):
+        raise ValueError(f'sample_every must be an integer >= 0 (0 or None: no sample grids), got {sample_every!r}')
+    if log not in (None, 'tensorboard'): raise ValueError(f"log must be None or 'tensorboard', got {log!r}")
+    if log and log_dir is None: raise ValueError("log='tensorboard' needs a log_dir for its files")
+    if log:
+        try: import tensorboard
+        except ImportError: raise ImportError("log='tensorboard' needs the tensorboard package: pip install tensorboard") from None
+    self.log_dir, self.sample_every, self.log = log_dir and Path(log_dir), sample_every or 0, log
+    self._writer = None
+
+def _safely(what:str, write, quiet:bool=False):
+    "Run `write()`; a failure is a warning (training goes on), or nothing if `quiet`; an interruption is not caught"
+    try: write()
+    except Exception as e:
+        if not quiet: warnings.warn(f'could not write {what}: {type(e).__name__}: {e}; training goes on', stacklevel=3)
+
+@patch
+def _open_logs(self:Trainer):
+    "Start TensorBoard's writer (first process only); steps after `self.step` left by an interrupted run are dropped"
+    if self.rank == 0 and self.log == 'tensorboard' and self._writer is None:
+        from torch.utils.tensorboard import SummaryWriter
+        self._writer = SummaryWriter(str(self.log_dir), purge_step=self.step or None)
+
+@patch
+def _close_logs(self:Trainer):
+    "Bring loss.png up to date -- unless `fit` is ending on an error (an interruption saves its step: then it is) -- and close TensorBoard's writer"
+    err = sys.exc_info()[1]                  # the error on its way out, if any: the one to report, with nothing written after it
+    if err is None or isinstance(err, TrainingInterrupted): self._plot_loss(quiet=err is not None)
+    if self._writer is not None: self._writer.close(); self._writer = None
+
+# %% ../nbs/04_training.ipynb #75af60b8
+@patch
+def _plot_loss(self:Trainer, quiet:bool=False):
+    "Write `log_dir/loss.png` if the history has grown since it was last written (`quiet`: no warning if it cannot be)"
+    if self.rank != 0 or self.log_dir is None or not self.history or self._plotted == len(self.history): return
+    def write():
+        from matplotlib.figure import Figure            # no pyplot: no window, no global state
+        fig = Figure(figsize=(6, 3.2), layout='constrained')
+        ax = fig.add_subplot()
+        steps, losses = zip(*self.history)
+        ax.plot(steps, losses, marker='.' if len(steps) < 20 else None)
+        if min(losses) > 0: ax.set_yscale('log')
+        ax.set_xlabel('step'); ax.set_ylabel('loss (mean of 25 steps)'); ax.set_title(f'training loss, step {self.step}')
+        atomic_write(self.log_dir/'loss.png', lambda f: fig.savefig(f, format='png', dpi=100))
+        self._plotted = len(self.history)
+    _safely(self.log_dir/'loss.png', write, quiet)
+
+@patch
+def sample_grid(self:Trainer,
+    n:int=16, # images
+    steps:int=10, # sampler steps
+)->Tensor: # (n, C, H, W) in [-1, 1]
+    "Images from the EMA weights with the formulation's default sampler, from fixed noise; leaves every random state as it was"
+    from diffnb.sampling import sample
+    y = torch.arange(n, device=self.device) % self.data.n_classes if self.n_classes is not None else None
+    g = torch.Generator().manual_seed(_seed_of(self.seed, 'grid'))
+    x_T = torch.randn((n, *self.data.shape), generator=g).to(self.device)
+    kw = dict(sampler='solver') if isinstance(self.s, NoiseSchedule) else {}    # DPM-Solver++: few steps suffice
+    with torch.random.fork_rng(devices=[self.device] if self.device.type == 'cuda' else []):
+        return sample(self.ema.model, self.s, x_T.shape, steps=steps, y=y, x_T=x_T, generator=g, **kw)
+
+@patch
+def _log_step(self:Trainer,
+    recorded:bool, # a new loss average was just added to the history
+):
+    "After a step: the loss to TensorBoard, and a sample grid every `sample_every` steps"
+    if self.rank != 0 or self.log_dir is None: return
+    if recorded and self._writer is not None:
+        self._writer.add_scalar('loss', self.history[-1][1], self.history[-1][0])
+        self._writer.add_scalar('lr', self.opt.param_groups[0]['lr'], self.step)
+    if self.sample_every and self.step % self.sample_every == 0:
+        def write():
+            from diffnb.data import save_images, image_grid
+            x = self.sample_grid()
+            save_images(x, self.log_dir/'samples'/f'step_{self.step:06d}.png', nrow=8, scale=2)
+            if self._writer is not None:
+                self._writer.add_image('samples', image_grid(x, nrow=8), self.step, dataformats='HW' if x.shape[1] == 1 else 'HWC')
+        _safely(f'the sample grid of step {self.step}', write)
+
+# %% ../nbs/04_training.ipynb #18b991b7
+def _from_compiler(e:BaseException)->bool:
+    "Whether an error was raised by torch.compile's machinery (Dynamo, Inductor, the C++ compiler it runs)"
+    import subprocess
+    mods = {type(c).__module__ for c in (e, e.__cause__, e.__context__) if c is not None}
+    return any(m.startswith(('torch._dynamo', 'torch._inductor', 'torch._functorch', 'torch.fx')) for m in mods) \
+           or isinstance(e, (subprocess.CalledProcessError, FileNotFoundError)) and 'compile' in str(e).lower()
+
+def _one_line(e:BaseException)->str:
+    return next((l.strip() for l in str(e).splitlines() if l.strip()), type(e).__name__)[:200]
+
+class CompiledModel:
+    "A model run through `torch.compile`; where compiling is unavailable or fails, one line on stderr and the model itself"
+    def __init__(self,
+        model, # a callable model(x_t, t, y=None), usually an `nn.Module`
+        catch:bool=True, # on a compiler error in the first call, fall back and run that call eagerly (False: the caller does, with `fall_back`)
+    ):
+        self.model, self.catch, self.proven, self.compiled = model, catch, False, None
+        try: self.compiled = torch.compile(model)
+        except Exception as e: self._say(e)                # e.g. a Python version torch.compile does not support yet
+    def _say(self, e):
+        print(f'torch.compile is not available here, running without it ({type(e).__name__}: {_one_line(e)})', file=sys.stderr)
+    def fall_back(self,
+        e:BaseException, # the error of a compiled call
+    )->bool: # whether it came from the compiler (then every later call runs the model itself)
+        "Give up compiling after a compiler error in the first call"
+        if self.proven or self.compiled is None or not _from_compiler(e): return False
+        self.compiled = None; self._say(e)
+        return True
+    def __call__(self, *args, **kwargs):
+        if self.compiled is None: return self.model(*args, **kwargs)
+        if self.proven or not self.catch: return self.compiled(*args, **kwargs)
+        try: out = self.compiled(*args, **kwargs)
+        except Exception as e:
+            if not self.fall_back(e): raise
+            return self.model(*args, **kwargs)
+        self.proven = True
+        return out
+    def __getattr__(self, name):                 # prediction, n_classes, sample_shape, ...: the model's
+        if name == 'model' or 'model' not in self.__dict__: raise AttributeError(name)
+        return getattr(self.model, name)
+    def __repr__(self): return f'CompiledModel({self.model!r}, compiled={self.compiled is not None})'
+
+# %% ../nbs/04_training.ipynb #1d4a0770
+@patch
+def _wrap(self:Trainer, model:nn.Module, compile:bool):
+    "What the steps call: the model, in DistributedDataParallel under torchrun, compiled when asked"
+    net = model
+    if self.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        net = DDP(model, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
+    return CompiledModel(net, catch=False) if compile else net
+
+@patch
+def _forward_backward(self:Trainer, x0, y, times, noise)->Tensor:
+    "The mean loss of a batch, its gradients in the parameters"
+    loss = self.formulation.loss(self.net, x0, y, times, noise).mean()
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss
 
 # %% ../nbs/04_training.ipynb #be64ea8a
 @patch
@@ -353,9 +500,13 @@ def train_step(self:Trainer,
     x0, y = self._check_batch(x0.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
     times, noise, drop = self._randomness(self.step)
     y = torch.where(drop, self.n_classes, y) if self.n_classes is not None else None
-    loss = self.formulation.loss(self.net, x0, y, times, noise).mean()
-    self.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    first = isinstance(self.net, CompiledModel) and not self.net.proven       # a compiler error shows in the first step
+    rng = torch.get_rng_state() if first else None
+    try: loss = self._forward_backward(x0, y, times, noise)
+    except Exception as e:
+        if not first or not self.net.fall_back(e): raise
+        torch.set_rng_state(rng); loss = self._forward_backward(x0, y, times, noise)      # the same step, eagerly
+    if first: self.net.proven = True
     clip = self.hparams['grad_clip']
     gnorm = nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip else float('inf'))
     stats = torch.stack([loss.detach().float(), gnorm.detach().float().to(loss.device), torch.tensor(float(stop), device=loss.device)])
@@ -510,6 +661,7 @@ def fit(self:Trainer,
     self.model.train()
     start = began = time.monotonic()
     window, batches = [], self._batches()
+    self._open_logs()
     def clock():                                   # add the time spent so far to `elapsed` (before every save)
         nonlocal start
         now = time.monotonic(); self.elapsed += now - start; start = now
@@ -532,6 +684,7 @@ def fit(self:Trainer,
                     self.history.append((self.step, sum(window) / len(window))); window = []
                     bar.set_postfix(loss=f'{self.history[-1][1]:.4f}', refresh=False)
                 bar.update(1)
+                self._log_step(recorded=not window)    # the loss to TensorBoard, a sample grid every `sample_every` steps
                 if self.ckpt_path and self.ckpt_every and self.step % self.ckpt_every == 0: clock(); self.save()
                 if stop: break
             clock()                                # still inside the block: a second Ctrl-C cannot cut the final save short
@@ -541,12 +694,13 @@ def fit(self:Trainer,
     finally:
         clock()
         bar.close()
+        self._close_logs()
         if lock: lock.release()
     return self
 
 # %% ../nbs/04_training.ipynb #b7ba08ce
 RESUME_MAY_CHANGE = ('lr', 'grad_clip', 'weight_decay', 'warmup')
-RUN_SETTINGS = ('device', 'ckpt_path', 'ckpt_every', 'overwrite', 'num_workers', 'progress')
+RUN_SETTINGS = ('device', 'ckpt_path', 'ckpt_every', 'overwrite', 'num_workers', 'progress', 'log_dir', 'sample_every', 'log', 'compile')
 
 @patch
 def state_dict(self:Trainer)->dict:
@@ -571,6 +725,7 @@ def save(self:Trainer,
         self._check_target(path)
         save_checkpoint(self.state_dict(), path)
         self._owned.add(path.resolve())
+        self._plot_loss()                  # loss.png in `log_dir`, brought up to date with each checkpoint
     if self.distributed: dist.barrier()
     if path == self.ckpt_path: self.last_ckpt_step = self.step
     return path
