@@ -180,11 +180,11 @@ def train_parser(
     p = argparse.ArgumentParser(prog=prog, description='Train a diffusion model (bundled MNIST digits by default).',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group('data')
-    d.add_argument('--data', default='bundled', help="'bundled' (all 5,000 digits; 'bundled:train' for the 4,000 of the training part), 'mnist', 'fashion_mnist', 'cifar10' (downloaded to --root) or a folder of images, one sub-folder per class; with --resume, the run's own data unless given")
+    d.add_argument('--data', default='bundled', help="'bundled' (all 5,000 digits; 'bundled:train' for the 4,000 of the training part), 'mnist', 'fashion_mnist', 'cifar10' (downloaded to --root), a folder of images, one sub-folder per class, or 'hf:NAME[:SPLIT]', a Hugging Face dataset (a Hub name or a folder written by save_to_disk; needs diffnb[hf]); with --resume, the run's own data unless given")
     d.add_argument('--root', default='data', help='where torchvision datasets are stored')
     d.add_argument('--size', type=int, default=None, help='resize images to SIZE x SIZE (torchvision datasets and folders; folders default to 32)')
-    d.add_argument('--channels', type=int, default=3, choices=(1, 3), help='channels for an image folder')
-    d.add_argument('--download-timeout', type=float, default=60, help='seconds to wait for a download server before giving up')
+    d.add_argument('--channels', type=int, default=None, choices=(1, 3), help='channels of an image folder (default 3) or a Hugging Face dataset (default: as its images)')
+    d.add_argument('--download-timeout', type=float, default=60, help='seconds to wait for a download server or the Hugging Face Hub before giving up')
     m = p.add_argument_group('model')
     m.add_argument('--preset', default='digits', choices=_LazyChoices(_presets), metavar='PRESET', help='U-Net preset: %(choices)s')
     m.add_argument('--unconditional', action='store_true', help='no class conditioning (default: class-conditional with label dropout)')
@@ -209,8 +209,11 @@ def train_parser(
     t.add_argument('--min-snr', type=float, default=5.0, help='min-SNR-gamma loss weighting; 0 turns it off (ddpm)')
     t.add_argument('--label-dropout', type=float, default=0.1, help='probability of training a step unconditionally (class-conditional models)')
     t.add_argument('--seed', type=int, default=0, help='seed of every random choice')
+    t.add_argument('--compile', action='store_true', help='run the network through torch.compile (falls back to eager, saying so, where that fails); pays off only in long runs: see chapter 4')
     o = p.add_argument_group('output')
-    o.add_argument('--out', default='runs/diffnb', help='output folder: checkpoint.pt, samples.png, summary.json')
+    o.add_argument('--out', default='runs/diffnb', help='output folder: checkpoint.pt, samples.png, summary.json, loss.png, samples/')
+    o.add_argument('--log', default='files', choices=('files', 'tensorboard', 'none'), help='files: loss.png and sample grids in OUT; tensorboard: also TensorBoard event files (needs tensorboard); none: neither')
+    o.add_argument('--sample-every', type=int, default=500, help='steps between sample grids in OUT/samples (0: none)')
     o.add_argument('--resume', action='store_true', help='continue the run in OUT (if OUT holds one; otherwise start it)')
     o.add_argument('--ckpt-every', type=int, default=1000, help='steps between checkpoints (0: only at the end and on interruption)')
     o.add_argument('--samples', type=int, default=40, help='images in the final sample grid (0: none)')
@@ -226,12 +229,12 @@ def _check_data_options(spec:str, given:set, out:Path=None):
     "Refuse options that the data named by `spec` would ignore, and an output folder inside an image folder"
     if not str(spec).strip():               # Path('') is the current folder: an empty value would train on whatever is there
         raise ValueError("--data is empty: name a dataset ('bundled', 'mnist', ...) or a folder ('.' for the current one)")
-    from_torchvision = spec in ('mnist', 'fashion_mnist', 'cifar10')
-    if not _is_bundled(spec) and not from_torchvision and not Path(spec).is_dir():
-        raise ValueError(f"--data must be 'bundled', 'bundled:train', 'bundled:heldout', 'mnist', 'fashion_mnist', 'cifar10' or an existing folder, got {spec!r}")
-    folder = not _is_bundled(spec) and not from_torchvision
-    ignored = [o for o, used in [('size', not _is_bundled(spec)), ('channels', folder), ('root', from_torchvision),
-                                 ('download_timeout', from_torchvision)] if o in given and not used]
+    from_torchvision, from_hf = spec in ('mnist', 'fashion_mnist', 'cifar10'), str(spec).startswith('hf:')
+    if not _is_bundled(spec) and not from_torchvision and not from_hf and not Path(spec).is_dir():
+        raise ValueError(f"--data must be 'bundled', 'bundled:train', 'bundled:heldout', 'mnist', 'fashion_mnist', 'cifar10', 'hf:NAME' or an existing folder, got {spec!r}")
+    folder = not _is_bundled(spec) and not from_torchvision and not from_hf
+    ignored = [o for o, used in [('size', not _is_bundled(spec)), ('channels', folder or from_hf), ('root', from_torchvision),
+                                 ('download_timeout', from_torchvision or from_hf)] if o in given and not used]
     if ignored: raise ValueError(f"{', '.join('--' + o.replace('_', '-') for o in ignored)} do(es) not apply to --data {spec}")
     if folder and out is not None and Path(spec).resolve() in [out.resolve(), *out.resolve().parents]:
         raise ValueError(f'--out {out} is inside the image folder {spec}: its files would become training data; choose another --out')
@@ -243,10 +246,15 @@ def _check_train_args(args, given:set):
                                 ('grad_clip', 0, None, False), ('weight_decay', 0, None, False), ('ema', 0, 1, False),
                                 ('min_snr', 0, None, False), ('label_dropout', 0, 1, False), ('seed', 0, 2**63 - 1, False),
                                 ('T', 2, 100_000, False), ('dropout', 0, 1, False), ('size', 1, 4096, False), ('ckpt_every', 0, None, False),
-                                ('samples', 0, 100_000, False), ('workers', 0, 256, False), ('download_timeout', 0, 10**6, True)]:
+                                ('samples', 0, 100_000, False), ('workers', 0, 256, False), ('download_timeout', 0, 10**6, True),
+                                ('sample_every', 0, None, False)]:
         _check(getattr(args, name), '--' + name.replace('_', '-'), lo, hi, above)
     if args.ema == 1: raise ValueError('--ema must be below 1 (a decay of 1 never moves the average)')
     if args.dropout == 1: raise ValueError('--dropout must be below 1')
+    if args.log == 'tensorboard':
+        import importlib.util
+        if importlib.util.find_spec('tensorboard') is None: raise ValueError('--log tensorboard needs the tensorboard package: pip install tensorboard')
+    if 'sample_every' in given and args.log == 'none': raise ValueError('--sample-every does not apply to --log none')
     if args.unconditional and 'label_dropout' in given: raise ValueError('--label-dropout applies to class-conditional models; drop it or --unconditional')
     only = dict(prediction='ddpm', schedule='ddpm', T='ddpm', min_snr='ddpm', time_sampling='flow')
     if args.formulation is None:                     # flow matching, unless the options given name another formulation
@@ -277,10 +285,10 @@ def _read_run(ckpt:Path)->dict:
     return ck
 
 def _data_spec_of(ck:dict, ckpt:Path)->str:
-    "The --data that gives back the dataset a run was trained on, when it has a name (bundled, torchvision)"
+    "The --data that gives back the dataset a run was trained on, when it has a name (bundled, torchvision, Hugging Face)"
     from diffnb.data import load_dataset
     name = (ck.get('data') or {}).get('name', '')
-    if name in ('mnist', 'fashion_mnist', 'cifar10'): return name
+    if name in ('mnist', 'fashion_mnist', 'cifar10') or (name.startswith('hf:') and name != 'hf:dataset'): return name
     for spec in ('bundled', 'bundled:train', 'bundled:heldout'):
         if load_dataset(spec).name == name: return spec
     raise ValueError(f'{ckpt} was trained on {name!r}; pass --data with the path of that image folder')
@@ -376,7 +384,9 @@ def _start_run(args, given:set, ckpt:Path, resuming:bool, device, rank:int):
     if resuming: _check_data_options(spec, given, out)
     data = load_dataset(spec, args.root, args.size, args.channels, timeout=args.download_timeout)
     grad_clip = args.grad_clip or None
-    common = dict(ckpt_path=ckpt, ckpt_every=args.ckpt_every, num_workers=args.workers, progress=not args.no_progress, device=device)
+    common = dict(ckpt_path=ckpt, ckpt_every=args.ckpt_every, num_workers=args.workers, progress=not args.no_progress, device=device,
+                  log_dir=None if args.log == 'none' else out, sample_every=args.sample_every, compile=args.compile,
+                  log='tensorboard' if args.log == 'tensorboard' else None)
     if resuming:
         bad = _run_conflicts(args, given, ck)
         if bad: raise ValueError(f'{ckpt}: {"; ".join(bad)}. These define the run; a resume may change only '
@@ -512,7 +522,7 @@ def sample_parser(
     "Arguments of `diffnb_sample`"
     p = argparse.ArgumentParser(prog=prog, description='Sample from a trained diffusion model (the bundled digit model by default).',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--checkpoint', default=None, help='a checkpoint from diffnb_train (default: the bundled model)')
+    p.add_argument('--checkpoint', default=None, help='a checkpoint from diffnb_train, a model folder (diffnb_export), or a Hugging Face Hub id owner/name (default: the bundled model)')
     p.add_argument('--model', default='mnist', help="a bundled model, when no checkpoint is given: 'mnist', or 'mnist-fast' (distilled: 1, 2, 4 or 8 steps)")
     p.add_argument('--raw', action='store_true', help="use the checkpoint's raw weights instead of the EMA")
     p.add_argument('--sampler', default=None, choices=_LazyChoices(_samplers), metavar='SAMPLER', help="sampler: %(choices)s (solver: DPM-Solver++(2M)); default: ddim for chapter 4's models and for inpainting, the model's own for EDM ('heun'), flow ('flow-euler') and distilled ('distilled') models")
@@ -616,6 +626,16 @@ def _sample_batches(
     return out
 
 # %% ../nbs/10_cli.ipynb #107bc310
+_FOLDER_FILES = ('model.safetensors', 'config.json', 'README.md')     # a model folder (chapter 4d)
+
+def _model_folder(
+    spec, # what --checkpoint says
+)->str|None:
+    "'folder' for a model folder, 'hub' for a Hub repository id (owner/name, no such local path), None for a file"
+    if spec is None or Path(spec).is_file(): return None
+    if Path(spec).is_dir(): return 'folder'
+    return 'hub' if re.fullmatch(r'[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*', str(spec)) else None
+
 def _check_sample_args(args, given:set)->tuple:
     "Every check that needs neither PyTorch nor the model; returns the two output paths"
     for name, lo, hi in [('n', 1, 10**7), ('batch_size', 1, 2**16), ('steps', 1, 10**9), ('eta', 0, 1), ('guidance', 0, 100),
@@ -630,7 +650,9 @@ def _check_sample_args(args, given:set)->tuple:
     if 'eta' in given and args.sampler not in (None, 'ddim'): raise ValueError(f'--eta applies to the ddim sampler, not {args.sampler}')
     if args.guidance is not None and args.unconditional: raise ValueError('--guidance needs class conditioning (drop --unconditional)')
     if args.unconditional and args.classes not in (None, 'all'): raise ValueError('--classes and --unconditional contradict each other')
-    for what, p in (('checkpoint', args.checkpoint), ('image', None if str(args.image).startswith('bundled:') else args.image),
+    folder = _model_folder(args.checkpoint)
+    if folder and args.raw: raise ValueError('--raw needs a training checkpoint; a model folder holds only the weights it was exported with')
+    for what, p in (('checkpoint', None if folder else args.checkpoint), ('image', None if str(args.image).startswith('bundled:') else args.image),
                     ('mask', args.mask if args.mask not in _MASK_PRESETS else None)):
         if p is not None and not Path(p).is_file():
             raise FileNotFoundError(f'{what} not found: {p}' + (f" (or use a preset: {', '.join(_MASK_PRESETS)})" if what == 'mask' else ''))
@@ -638,6 +660,7 @@ def _check_sample_args(args, given:set)->tuple:
     tensors = Path(args.tensors) if args.tensors else out.with_suffix('.pt')
     inputs = {'checkpoint': args.checkpoint, 'image': None if str(args.image).startswith('bundled:') else args.image,
               'mask': args.mask if args.mask and args.mask not in _MASK_PRESETS else None}
+    if folder == 'folder': inputs.update({f"model folder's {n}": Path(args.checkpoint)/n for n in _FOLDER_FILES})
     if _same_file(out, tensors): raise ValueError(f'--out and --tensors are the same file: {out}')
     _check_output_file(out, '--out', args.force, inputs)
     _check_output_file(tensors, '--tensors', args.force, inputs)
@@ -648,6 +671,9 @@ def _load_for_sampling(args, out:Path, tensors:Path, device)->tuple:
     "The model and what it samples with, from --checkpoint or a bundled model (never one of the outputs)"
     import warnings
     from diffnb.training import load_model
+    if _model_folder(args.checkpoint):          # a model folder, local or on the Hugging Face Hub
+        from diffnb.hub import from_pretrained
+        return from_pretrained(args.checkpoint, device=device)
     if args.checkpoint:
         with warnings.catch_warnings():          # a refused file is reported in one line, without PyTorch's warnings before it
             warnings.simplefilter('ignore')

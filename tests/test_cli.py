@@ -71,7 +71,7 @@ def test_resume_through_the_cli(tmp_path):
     (out/'.checkpoint.pt.999999999.tmp').write_bytes(b'left by a process killed while saving')
     r = run([TRAIN, *args, str(out), '--steps', '7', '--resume'])           # 5 steps per epoch: the resumed part crosses one
     assert r.returncode == 0 and 'resuming' in r.stdout and '7 steps (3 in this run' in r.stdout, r.stdout + r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'summary.json']
+    assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'loss.png', 'summary.json']
     straight = tmp_path/'s'
     assert run([TRAIN, *args, str(straight), '--steps', '7']).returncode == 0
     a, b = torch.load(out/'checkpoint.pt'), torch.load(straight/'checkpoint.pt')

@@ -47,4 +47,4 @@ def test_the_documented_command(tmp_path):
                         '--no-progress', '--device', 'cpu', '--out', str(out)], timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count('done: 3 steps') == 1
-    assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'summary.json']
+    assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'loss.png', 'summary.json']
