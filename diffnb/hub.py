@@ -46,7 +46,7 @@ def formulation_record(
     from diffnb.training import FORMULATIONS
     if hasattr(s, 'for_sampling'): cfg = s.config                     # a formulation
     elif getattr(s, 'formulation_config', None) is not None: cfg = s.formulation_config   # loaded by load_model
-    elif isinstance(s, NoiseSchedule): return {'schedule': _jsonable(s.config, 'schedule')}
+    elif type(s) is NoiseSchedule: return {'schedule': _jsonable(s.config, 'schedule')}   # chapter 4's, predicting noise
     else: raise TypeError(f'cannot tell what a {type(s).__name__} was trained with: pass the formulation itself '
                           '(e.g. EDM(...)), or the pair that load_model or from_pretrained returned')
     cfg = dict(cfg, module=_registered_module(FORMULATIONS, cfg.get('kind'), cfg.get('module')))

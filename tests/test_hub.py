@@ -162,3 +162,11 @@ def test_a_hub_id_offline_on_the_command_line(tmp_path):
     r = run([SAMPLE, '--checkpoint', 'someone/not-cached', '--n', '1', '--out', str(tmp_path/'s.png'), '--no-progress'],
             env={'HF_HUB_OFFLINE': '1', 'HF_HUB_CACHE': str(tmp_path/'cache')}, timeout=60)
     assert r.returncode == 2 and 'HF_HUB_OFFLINE is set' in r.stderr, r.stderr
+
+def test_what_cannot_be_told_apart_is_refused(tmp_path):
+    "A distilled student's schedule that lost its record (a copy made by .to()) must not be saved as a plain DDPM schedule"
+    model, s = load_pretrained('mnist-fast')
+    save_pretrained(model, s, tmp_path/'ok')                       # what loading returned: its formulation is known
+    assert read_record(tmp_path/'ok')['formulation']['kind'] == 'progressive'
+    with pytest.raises(TypeError, match='cannot tell what a StudentSchedule was trained with'):
+        save_pretrained(model, s.to('cpu'), tmp_path/'bad')
