@@ -12,7 +12,7 @@ import diffnb
 from .data import atomic_write
 from .schedules import NoiseSchedule
 from .checkpoint import (CheckpointError, MODEL_CLASSES, model_config, model_from_record, load_model,
-                               load_checkpoint, _import_chapter_modules)
+                               load_checkpoint, _import_chapter_modules, _first_line)
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'WEIGHTS_NAME', 'CONFIG_NAME', 'CARD_NAME', 'formulation_record', 'model_card', 'model_record',
@@ -176,7 +176,7 @@ def read_record(
     if not p.is_file(): raise FileNotFoundError(f'{path} has no {CONFIG_NAME}: not a model folder')
     if p.stat().st_size > _MAX_CONFIG_BYTES: raise CheckpointError(f'{p} is larger than a model description can be')
     try: record = json.loads(p.read_text(encoding='utf-8'))
-    except (ValueError, UnicodeDecodeError) as e: raise CheckpointError(f'{p} is not valid JSON ({_short(e)})') from None
+    except (ValueError, UnicodeDecodeError) as e: raise CheckpointError(f'{p} is not valid JSON ({_first_line(e)})') from None
     if not isinstance(record, dict) or record.get('format') != MODEL_FORMAT:
         raise CheckpointError(f'{p} is not a diffnb model description (it has no "format": "{MODEL_FORMAT}" entry)')
     v = record.get('format_version')
@@ -185,14 +185,12 @@ def read_record(
                               f'{_FORMAT_VERSION}: upgrade diffnb')
     return record
 
-def _short(e:Exception)->str: return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-
 def _read_weights(path:Path)->dict:
     "The tensors of a safetensors file, with a clear error for a damaged one (safetensors never runs code)"
     from safetensors.torch import load_file
     try: return load_file(str(path))
     except Exception as e:
-        raise CheckpointError(f'{path} is not a readable safetensors file (truncated or corrupt?): {_short(e)}') from None
+        raise CheckpointError(f'{path} is not a readable safetensors file (truncated or corrupt?): {_first_line(e)}') from None
 
 def load_folder(
     path, # a model folder written by `save_pretrained`
@@ -242,7 +240,7 @@ def download(
             why = ('HF_HUB_OFFLINE is set and it is not in the local cache' if _offline() else
                    'the Hub cannot be reached from here and it is not in the local cache')
             raise ConnectionError(f'cannot load {repo_id!r}: {why}') from None
-        raise ConnectionError(f'cannot download {repo_id!r} from the Hub: {_short(e)}') from None
+        raise ConnectionError(f'cannot download {repo_id!r} from the Hub: {_first_line(e)}') from None
 
 def from_pretrained(
     name_or_path, # a model folder, 'bundled:NAME' (a model shipped with diffnb), or a Hub repository id 'owner/name'
@@ -282,7 +280,7 @@ def push_to_hub(
     api = hub.HfApi(token=token)
     try: api.whoami()
     except Exception as e:
-        raise PermissionError(f'not logged in to the Hugging Face Hub ({_short(e)}): run `huggingface-cli login` '
+        raise PermissionError(f'not logged in to the Hugging Face Hub ({_first_line(e)}): run `huggingface-cli login` '
                               'or pass token=') from None
     with tempfile.TemporaryDirectory() as d:
         save_pretrained(model, s, d, data, info, name=repo_id)

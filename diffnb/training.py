@@ -15,7 +15,7 @@ from .forward import q_sample, check_timesteps, check_prediction, PREDICTIONS, p
 from .unet import UNet
 from .data import atomic_write, _pid_alive
 from .checkpoint import (CHECKPOINT_FORMAT, MODEL_CLASSES, CheckpointError, register_model, save_checkpoint,
-    load_checkpoint, is_checkpoint, model_config, model_from_config, formulation_from_config, load_model)
+    load_checkpoint, is_checkpoint, model_config, model_from_config, formulation_from_config, load_model, _first_line)
 
 # %% auto #0
 __all__ = ['FORMULATIONS', 'RESUME_MAY_CHANGE', 'RUN_SETTINGS', 'GaussianModel', 'GaussianMixtureModel', 'loss_weights',
@@ -409,9 +409,6 @@ def _from_compiler(e:BaseException)->bool:
     return any(m.startswith(('torch._dynamo', 'torch._inductor', 'torch._functorch', 'torch.fx')) for m in mods) \
            or isinstance(e, (subprocess.CalledProcessError, FileNotFoundError)) and 'compile' in str(e).lower()
 
-def _one_line(e:BaseException)->str:
-    return next((l.strip() for l in str(e).splitlines() if l.strip()), type(e).__name__)[:200]
-
 class CompiledModel:
     "A model run through `torch.compile`; where compiling is unavailable or fails, one line on stderr and the model itself"
     def __init__(self,
@@ -422,7 +419,7 @@ class CompiledModel:
         try: self.compiled = torch.compile(model)
         except Exception as e: self._say(e)                # e.g. a Python version torch.compile does not support yet
     def _say(self, e):
-        print(f'torch.compile is not available here, running without it ({type(e).__name__}: {_one_line(e)})', file=sys.stderr)
+        print(f'torch.compile is not available here, running without it ({type(e).__name__}: {_first_line(e)})', file=sys.stderr)
     def fall_back(self,
         e:BaseException, # the error of a compiled call
     )->bool: # whether it came from the compiler (then every later call runs the model itself)
