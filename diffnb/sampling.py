@@ -137,6 +137,9 @@ def sample(
     **kwargs,
 ):
     "Sample with any registered sampler, optional guidance and optional inpainting; more options of the sampler (`spacing`, `variance`, `method`, `jump_length`, ...) pass through"
+    if hasattr(model, 'generate'):         # a model of an autoencoder's latents (chapter 12d): it samples there and decodes
+        return model.generate(s, shape, sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance_scale, known=known, mask=mask,
+                              x_T=x_T, generator=generator, return_trajectory=return_trajectory, progress=progress, compile=compile, **kwargs)
     spec = _spec(sampler or getattr(s, 'default_sampler', 'ddim'))
     only = getattr(s, 'only_samplers', None)      # a model that some samplers cannot use (a distilled student, chapter 13)
     if only is not None and spec.name not in only:
@@ -159,7 +162,7 @@ def sample(
             raise ValueError(f'shape {tuple(shape)} does not match known {tuple(known.shape)}')
         shape, kwargs = tuple(known.shape), dict(kwargs, known=known, mask=mask)
     if shape is None: raise ValueError('shape is required (or known and mask, for inpainting)')
-    if not isinstance(s, spec.takes): model, s = s.discretize(model)     # usable: a NoiseSchedule sampler on a discretizable model
+    if not _is_a(s, spec.takes): model, s = s.discretize(model)     # usable: a NoiseSchedule sampler on a discretizable model
     kw = dict(y=y, x_T=x_T, generator=generator, clip_x0=clip_x0, return_trajectory=return_trajectory, progress=progress, **kwargs)
     if eta: kw['eta'] = eta
     steps = spec.default_steps if steps is None else steps

@@ -213,3 +213,22 @@ def test_fifty_steps_sit_on_the_floor_of_the_last_jump():
         d = torch.cdist(x, means).min(1).values
         rms = d[d < 0.3].pow(2).mean().sqrt().item()        # the points that settled on a mode
         assert abs(rms - floor) < 0.006, (fn.__name__, rms, floor)   # standard error about 0.001
+
+
+def test_sampler_registered_with_a_notebooks_class_of_the_same_name():
+    "A chapter's notebook registers its samplers with the classes it defines itself; `sample` must still take the module's class as one of them"
+    import diffnb.flow as F
+    from diffnb.sampling import register_sampler, SAMPLERS, sample
+    class FlowPath:                                   # what running chapter 12's notebook defines: same name, another class
+        def discretize(self, *a, **k): return F.FlowPath.discretize(self, *a, **k)
+    torch.manual_seed(0)
+    net = F.FlowUNet(channels=(8, 16), attn_levels=(), n_classes=10).eval()
+    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.05)
+    x_T = torch.randn(2, 1, 28, 28)
+    want = sample(net, F.FlowPath(), (2, 1, 28, 28), sampler='flow-euler', steps=8, x_T=x_T, clip_x0=False)
+    spec = SAMPLERS['flow-euler']
+    try:
+        register_sampler('flow-euler', spec.fn, spec.default_steps, FlowPath, spec.inpaints, spec.summary)
+        got = sample(net, F.FlowPath(), (2, 1, 28, 28), sampler='flow-euler', steps=8, x_T=x_T, clip_x0=False)
+    finally: SAMPLERS['flow-euler'] = spec
+    assert want.std() > 0.1 and (got - want).abs().max() < 1e-6
