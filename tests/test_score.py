@@ -49,6 +49,36 @@ def test_bits_per_dim_of_quantised_gaussian_images():
     ref_bpd = (-ref / (4 * math.log(2)) - math.log2(BIN)).mean().item()
     assert abs(r['bpd'] - ref_bpd) < 3 * r['se'] and r['n'] == 200 and r['se'] > 0
 
+@pytest.mark.parametrize('kind', ['vp', 'edm'])
+def test_richardson_extrapolation_removes_most_of_the_solver_error(kind):
+    "Heun's error falls like 1 / steps^2: steps and steps / 2 combined are several times closer to the closed form"
+    x = MU + torch.randn(100, 4, generator=torch.Generator().manual_seed(0)) @ COV.sqrt()      # N(MU, COV): COV is diagonal
+    s = cosine_schedule()
+    if kind == 'vp': m, sch, ref = ContinuousGaussian(s, MU, COV), s, _gauss(x, MU, COV + schedule_sigmas(s)[0] ** 2 * torch.eye(4))
+    else: m, sch, ref = GaussianDenoiser(MU, COV), SigmaSchedule(0.002, 80.0, 7.0), _gauss(x, MU, COV + 0.002 ** 2 * torch.eye(4))
+    plain = (log_likelihood(m, sch, x, steps=32, trace='exact') - ref).abs().max()
+    extra = (log_likelihood(m, sch, x, steps=32, trace='exact', extrapolate=True) - ref).abs().max()
+    assert extra < plain / 2, (plain, extra)
+    with pytest.raises(ValueError, match='even number of steps'): log_likelihood(m, sch, x, steps=7, extrapolate=True)
+    assert log_likelihood(m, sch, x[:2], steps=7).shape == (2,)         # plain Heun takes any number of steps
+
+@pytest.mark.parametrize('kind', ['vp', 'edm', 'flow'])
+def test_a_common_data_end(kind):
+    "sigma_min puts every kind of model's data end at the same level: the density of x0 + sigma_min eps"
+    sm, cov = 0.05, torch.diag(torch.tensor([0.2, 0.5, 0.1, 0.002]))             # one narrow direction: the level shows
+    x = MU + torch.randn(200, 4, generator=torch.Generator().manual_seed(0)) @ cov.sqrt()
+    s = cosine_schedule()
+    if kind == 'vp': m, sch = ContinuousGaussian(s, MU, cov), s
+    elif kind == 'edm': m, sch = GaussianDenoiser(MU, cov), SigmaSchedule(0.002, 80.0, 7.0)
+    else: x, m, sch, cov = MU + 0.05 * torch.randn(200, 4), GaussianMixtureFlow(MU[None], 0.05), FlowPath(), 0.0025 * torch.eye(4)
+    lp = log_likelihood(m, sch, x, steps=64, trace="exact", extrapolate=True, sigma_min=sm)
+    assert (lp - _gauss(x, MU, cov + sm ** 2 * torch.eye(4))).abs().max() < 0.05
+    own = log_likelihood(m, sch, x, steps=32, trace='exact', extrapolate=True)
+    assert (own - lp).mean() > 0.05                                                  # another level, another density
+    if kind == 'vp':
+        with pytest.raises(ValueError, match='levels the model was trained on'): pf_ode(m, sch, sigma_min=1e-3)
+    with pytest.raises(ValueError, match='sigma_min must be a number'): pf_ode(m, sch, sigma_min=-1.0)
+
 def test_bits_per_dim_refuses_bad_input():
     den, ss = GaussianDenoiser(torch.zeros(1, 2, 2)), SigmaSchedule(0.002, 80.0, 7.0)
     x = -torch.ones(3, 1, 2, 2)                                       # pixel level 0
@@ -124,6 +154,10 @@ def test_the_commands(tmp_path):
                      (['--model', 'mnist-fast', '-n', '2'], 'no probability-flow ODE')):
         r = run([ev, *bad])
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run([ev, '-n', '2', '--steps', '3'])
+    assert r.returncode == 2 and '--steps must be even' in r.stderr, r.stderr
+    r = run([ev, '-n', '2', '--steps', '3', '--no-extrapolate'], env={'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0 and '3 Heun steps,' in r.stdout, r.stderr
     r = run([smp, '--sampler', 'pc', '--steps', '4', '-n', '2', '--no-progress', '--out', str(tmp_path/'pc.png')], env={'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr
     assert torch.load(tmp_path/'pc.pt')['samples'].shape == (2, 1, 28, 28)

@@ -3,8 +3,9 @@
 Each folder is `model.safetensors`, `config.json` and `README.md` (chapter 4d). This command makes them from the
 single-file models that `diffnb_train` + `export_pretrained` or `tools/make_fast_model.py` produce, or -- when given
 none -- rewrites the existing folders' records and cards, adding the license of the training data and the scores
-the chapters measured (chapter 9's sampler table for `mnist`, chapter 13's comparison for `mnist-fast`), read from
-`nbs/results/`. A maintainer's command: it replaces files every user of `load_pretrained` gets.
+the chapters measured (chapter 9's sampler table and chapter 9b's bits per dimension for `mnist`, chapter 13's
+comparison for `mnist-fast`), read from `nbs/results/` and `bench/results/`. A maintainer's command: it replaces files
+every user of `load_pretrained` gets.
 
     python tools/bundle_models.py                                  # refresh both cards from nbs/results
     python tools/bundle_models.py --mnist runs/mnist/run.pt       # a retrained model, from its training checkpoint
@@ -29,7 +30,14 @@ def mnist_scores()->dict:
     return {'FID against the 1,000 held-out digits (DPM-Solver++(2M), 10 log-SNR steps, 500 samples per seed, '
             f'{len(ps)} seeds, mean ± sd)': f'{f[0]:.2f} ± {f[1]:.2f}; real held-out digits, same protocol: {cf[0]:.2f} ± {cf[1]:.2f}',
             "recognised as their class by diffnb's digit classifier": f'{100 * acc[0]:.1f}% ± {100 * acc[1]:.1f}',
-            'source': 'chapter 9 of the diffnb course (nbs/results/09_evaluation_samplers.json)'}
+            'source': 'chapter 9 of the diffnb course (nbs/results/09_evaluation_samplers.json)',
+            **likelihood_score()}
+
+def likelihood_score()->dict:
+    "Chapter 9b's bits per dimension of the bundled model on the held-out digits (bench/results/likelihood.json)"
+    h = json.loads((ROOT/'bench'/'results'/'likelihood.json').read_text())['heldout']
+    return {f"bits per dimension of {h['n']} held-out digits (probability-flow ODE, uniform dequantisation; an upper bound)":
+            f"{h['bpd']:.3f} ± {h['se']:.3f} (standard error over digits); chapter 9b, bench/results/likelihood.json"}
 
 def fast_scores()->dict:
     "Chapter 13's scores of the progressive student at 1, 2, 4 and 8 steps"
