@@ -11,7 +11,7 @@ from .schedules import NoiseSchedule, cosine_schedule
 from .forward import check_prediction, convert_prediction
 from .unet import UNet
 from .ddpm import model_device, randn, start_sampling, check_labels, Trajectory, _steps
-from .training import register_model, register_formulation
+from .training import register_model, register_formulation, model_config, model_from_config
 from .sampling import register_sampler
 
 # %% auto #0
@@ -309,19 +309,19 @@ class EDMPrecond(nn.Module):
     "A `UNet` F inside EDM's preconditioning: `EDMPrecond(...)(x, sigma, y)` is the denoiser D(x; sigma)"
     prediction = 'edm'
     def __init__(self,
-        net=None, # the network F: a `UNet`, or the keyword arguments of one (default: `UNet()`)
+        net=None, # the network F: a `UNet` (or the keyword arguments of one; default `UNet()`), or any registered network (or its stored description)
         sigma_data:float=0.5, # root-mean-square of the training data (`data_rms`)
         noise_range:tuple=(0.002, 80.0), # the noise levels mapped to the U-Net's timesteps 0 and 1000
     ):
         super().__init__()
-        self.net = net if isinstance(net, nn.Module) else UNet(**(net or {}))
+        self.net = net if isinstance(net, nn.Module) else model_from_config(net) if isinstance(net, dict) and 'class' in net else UNet(**(net or {}))
         if not isinstance(getattr(self.net, 'config', None), dict):
             raise ValueError('net must be a UNet (or a model whose `config` rebuilds it)')
         if not sigma_data > 0: raise ValueError(f'sigma_data must be > 0, got {sigma_data}')
         lo, hi = map(float, noise_range)
         if not 0 < lo < hi: raise ValueError(f'noise_range must be (low, high) with 0 < low < high, got {noise_range}')
         self.sigma_data, self.noise_range = float(sigma_data), (lo, hi)
-        self.config = dict(net=dict(self.net.config), sigma_data=self.sigma_data,
+        self.config = dict(net=dict(self.net.config) if type(self.net) is UNet else model_config(self.net), sigma_data=self.sigma_data,
                            noise_range=self.noise_range)
         self.in_channels, self.n_classes = self.net.in_channels, self.net.n_classes
 
