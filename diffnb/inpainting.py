@@ -85,13 +85,14 @@ def mask_from_image(
 def check_mask(
     known:Tensor, # the image (B, C, H, W) in [-1, 1]
     mask:Tensor, # the mask, 1 = known
+    bounded:bool=True, # known must lie in [-1, 1] (False for unbounded latents, chapter 12d)
 )->Tensor: # the mask as a float tensor of known's full shape
     "Validate an inpainting mask against its image"
     known, mask = torch.as_tensor(known), torch.as_tensor(mask)
     if known.ndim != 4: raise ValueError(f'known must be an image batch (B, C, H, W), got shape {tuple(known.shape)}')
     if not known.is_floating_point(): raise ValueError(f'known must hold floats in [-1, 1], got dtype {known.dtype}')
     if not torch.isfinite(known).all(): raise ValueError('known must be finite (it holds NaN or inf)')
-    if known.abs().max() > 1 + 1e-3: raise ValueError('known must hold values in [-1, 1] (use diffnb.data.to_model_range)')
+    if bounded and known.abs().max() > 1 + 1e-3: raise ValueError('known must hold values in [-1, 1] (use diffnb.data.to_model_range)')
     try: full = torch.broadcast_to(mask, known.shape)
     except RuntimeError:
         raise ValueError(f'mask of shape {tuple(mask.shape)} does not broadcast to the image shape {tuple(known.shape)}') from None
@@ -133,6 +134,7 @@ def _check_inpaint_args(
     steps:int, # DDIM steps, or None
     eta:float, # DDIM noise level
     method:str, # 'repaint' or 'replace'
+    bounded:bool=True, # known must lie in [-1, 1]
 )->tuple: # (the mask at the image's full shape, eta)
     "Check inpainting's arguments before any work"
     if sampler not in ('ddpm', 'ddim'):
@@ -140,7 +142,7 @@ def _check_inpaint_args(
     if method not in ('repaint', 'replace'): raise ValueError(f"method must be 'repaint' or 'replace', got {method!r}")
     eta = check_eta(eta)
     if sampler == 'ddpm' and steps not in (None, s.T): raise ValueError(f'DDPM takes all T={s.T} steps; use the ddim sampler for fewer, got steps={steps}')
-    return check_mask(known, mask), eta
+    return check_mask(known, mask, bounded), eta
 
 # %% ../nbs/08_inpainting.ipynb #28920eb4
 def _inpaint_timesteps(
@@ -216,9 +218,10 @@ def inpaint(
     return_trajectory:bool=False, # also return the `Trajectory` of the downward steps
     progress:bool=False, # show a progress bar
     device=None, # where to sample (default: the model's device)
+    bounded:bool=True, # known lies in [-1, 1] (False: unbounded latents, which chapter 12d's latent models inpaint)
 ):
     "Fill in the pixels where `mask` is 0 so the image looks like data; the known pixels are kept exactly"
-    mask, eta = _check_inpaint_args(s, known, mask, sampler, steps, eta, method)
+    mask, eta = _check_inpaint_args(s, known, mask, sampler, steps, eta, method, bounded)
     ts = _inpaint_timesteps(s, sampler, steps)
     path = repaint_schedule(len(ts), jump_length, resamplings if method == 'repaint' else 1)
     run = Sampling(model, s, tuple(known.shape), y, x_T, generator, prediction, clip_x0, device)

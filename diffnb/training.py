@@ -528,12 +528,13 @@ def _check_batch(self:Trainer,
     x0:Tensor, # images (B, C, H, W)
     y=None, # their labels (B,), or None
 )->tuple: # (x0 in the network's precision, y)
-    "Refuse images outside [-1, 1] or not floating point, and labels that are not real classes; convert float64 images"
+    "Refuse images outside [-1, 1] (unless the model's `data_range` is None) or not floating point, and labels that are not real classes; convert float64 images"
     if not torch.is_floating_point(x0):
         raise ValueError(f'the images must be floating point in [-1, 1], got dtype {x0.dtype} '
                          '(8-bit pixels p become p / 127.5 - 1: diffnb.data.to_model_range)')
     lo, hi = (float(v) for v in x0.detach().nan_to_num(0.0, 0.0, 0.0).aminmax())    # finite values only
-    if lo < -1 - 1e-3 or hi > 1 + 1e-3:
+    bounded = getattr(self.model, 'data_range', (-1, 1)) is not None     # None: a model of unbounded latents (chapter 12d)
+    if bounded and (lo < -1 - 1e-3 or hi > 1 + 1e-3):
         raise ValueError(f'the images must lie in [-1, 1], got values from {lo:.4g} to {hi:.4g}'
                          + ('; pixels in [0, 255] become [-1, 1] with x / 127.5 - 1 (diffnb.data.to_model_range)' if hi > 2 else ''))
     if self.n_classes is not None and y is not None:

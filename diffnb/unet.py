@@ -222,6 +222,26 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight); nn.init.zeros_(self.conv_out.bias)
 
 # %% ../nbs/03_unet.ipynb #e0d7e379
+def _timesteps(t, B:int, device)->Tensor:
+    "Timesteps as a (B,) tensor on `device` (a number is broadcast)"
+    t = torch.as_tensor(t, device=device)
+    if t.ndim == 0: t = t.expand(B)
+    if t.shape != (B,): raise ValueError(f't must have shape ({B},) to match x, got {tuple(t.shape)}')
+    return t
+
+def _labels(y, n_classes, B:int, device, name:str):
+    "Class labels as (B,) long, n_classes standing for 'no class' (y=None); None for a model without classes"
+    if n_classes is None:
+        if y is not None: raise ValueError(f'y must be None: this {name} has no class conditioning (n_classes=None)')
+        return None
+    if y is None: return torch.full((B,), n_classes, device=device, dtype=torch.long)
+    y = torch.as_tensor(y, device=device)
+    if y.ndim == 0: y = y.expand(B)
+    if y.shape != (B,): raise ValueError(f'y must have shape ({B},) to match x, got {tuple(y.shape)}')
+    if y.is_floating_point() or y.min() < 0 or y.max() > n_classes:
+        raise ValueError(f'y must hold class indices in [0, {n_classes - 1}] (or {n_classes} for "no class")')
+    return y.long()
+
 @patch
 def _check(self:UNet, x, t, y):
     if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -230,21 +250,8 @@ def _check(self:UNet, x, t, y):
     if x.shape[2] % f or x.shape[3] % f:
         raise ValueError(f'x height and width must be divisible by {f} (this UNet halves the resolution '
                          f'{self.downsamplings} times), got {x.shape[2]}x{x.shape[3]}')
-    t = torch.as_tensor(t, device=x.device)
-    if t.ndim == 0: t = t.expand(B)
-    if t.shape != (B,): raise ValueError(f't must have shape ({B},) to match x, got {tuple(t.shape)}')
-    if self.n_classes is None:
-        if y is not None:
-            raise ValueError('y must be None: this UNet has no class conditioning (n_classes=None)')
-        return t, None
-    if y is None: return t, torch.full((B,), self.n_classes, device=x.device, dtype=torch.long)
-    y = torch.as_tensor(y, device=x.device)
-    if y.ndim == 0: y = y.expand(B)
-    if y.shape != (B,): raise ValueError(f'y must have shape ({B},) to match x, got {tuple(y.shape)}')
-    if y.is_floating_point() or y.min() < 0 or y.max() > self.n_classes:
-        raise ValueError('y must hold class indices in [0, '
-                         f'{self.n_classes - 1}] (or {self.n_classes} for "no class")')
-    return t, y.long()
+    return _timesteps(t, B, x.device), _labels(y, self.n_classes, B, x.device, 'UNet')
+
 
 # %% ../nbs/03_unet.ipynb #6edb7e9e
 @patch
@@ -296,6 +303,7 @@ UNET_PRESETS = {
     'tiny': dict(channels=(8, 16, 16), heads=2),   # for tests and smoke runs
     'digits-wide': dict(channels=(32, 64, 64)),
     'cifar': dict(in_channels=3, channels=(64, 128, 256, 256), n_blocks=2, attn_levels=(2,), dropout=0.1),
+    'latent': dict(in_channels=4, channels=(32, 64), attn_levels=(1,)),   # 4x8x8 latents of chapter 12d's autoencoder
 }
 
 def unet_preset(

@@ -33,6 +33,12 @@ def test_assets_ship_with_the_package():
         assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
         assert (folder/'model.safetensors').stat().st_size < 8e6
         assert 'command' in pretrained_info(name) and 'scores' in pretrained_info(name)
+    from diffnb.latent import AUTOENCODERS, load_autoencoder
+    from diffnb.data import ASSETS
+    for name, folder in AUTOENCODERS.items():                # the autoencoder of chapter 12d, in the same folder format
+        assert sorted(p.name for p in (ASSETS/folder).iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+        vae, scale = load_autoencoder(name)
+        assert vae.latent_shape == (4, 8, 8) and scale > 0 and 'scores' in vae.record['info']
     assert not list(Path(diffnb.__file__).parent.glob('assets/*.pt')) or \
         [p.name for p in Path(diffnb.__file__).parent.glob('assets/*.pt')] == ['mnist_classifier.pt']   # no pickled diffusion model ships
 
