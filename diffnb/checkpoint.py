@@ -120,8 +120,16 @@ def _build_bounded(cls, config:dict, max_params:int, device):
     hooks = [register_module_parameter_registration_hook(on_param), register_module_module_registration_hook(on_module)]
     try:
         with torch.device(device): return cls(**config)
+    except Exception as e:             # a signal's exception (Ctrl-C, SIGTERM) raised inside torch's device mode can come out as
+        raise _interrupt_behind(e) or e     # torch's own error about its mode stack: give back the signal's
     finally:
         for h in hooks: h.remove()
+
+def _interrupt_behind(e:BaseException):
+    "The interrupt (a BaseException that is not an Exception) that `e` was raised while handling, if any"
+    c = e.__context__
+    while c is not None and isinstance(c, Exception): c = c.__context__
+    return c
 
 def _check_state(model:nn.Module, state)->None:
     "Raise CheckpointError unless `state` has exactly the names and shapes of `model`'s weights"

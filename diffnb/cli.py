@@ -157,6 +157,14 @@ class _LazyChoices:
     def __contains__(self, x): return x in self._all()
     def __iter__(self): return iter(self._all())
 
+def _presets():
+    from diffnb.unet import UNET_PRESETS
+    return sorted(UNET_PRESETS)
+
+def _backbones():
+    from diffnb.dit import BACKBONES
+    return sorted(BACKBONES)
+
 def _given_options(parser:argparse.ArgumentParser, argv)->set:
     "The options given on the command line (their `dest` names), whatever their values"
     for a in parser._actions: a.default = argparse.SUPPRESS
@@ -169,10 +177,6 @@ def _given(args, make_parser)->set:
     return {k for k, v in vars(args).items() if not k.startswith('_') and k in defaults and defaults[k] != v}
 
 # %% ../nbs/10_cli.ipynb #8c5d9800
-def _presets():
-    from diffnb.unet import UNET_PRESETS
-    return sorted(UNET_PRESETS)
-
 def train_parser(
     prog:str='diffnb_train', # the program name shown in help
 )->argparse.ArgumentParser:
@@ -186,6 +190,13 @@ def train_parser(
     d.add_argument('--channels', type=int, default=None, choices=(1, 3), help='channels of an image folder (default 3) or a Hugging Face dataset (default: as its images)')
     d.add_argument('--download-timeout', type=float, default=60, help='seconds to wait for a download server or the Hugging Face Hub before giving up')
     m = p.add_argument_group('model')
+    m.add_argument('--backbone', default='unet', choices=_LazyChoices(_backbones), metavar='BACKBONE',
+                   help="the network: %(choices)s (unet: chapter 3's U-Net, sized by --preset; dit: chapter 12c's transformer; "
+                        "a backbone registered with diffnb.dit.register_backbone)")
+    m.add_argument('--latent', nargs='?', const='mnist-vae', default=None, metavar='AUTOENCODER',
+                   help="train a latent diffusion model (chapter 12d) on the latents of an autoencoder: a bundled one (%(const)s when "
+                        "no name is given) or a folder written by diffnb.latent.save_autoencoder; the images must have its shape, and the "
+                        "U-Net defaults to --preset latent; a resumed run keeps its own")
     m.add_argument('--preset', default='digits', choices=_LazyChoices(_presets), metavar='PRESET', help='U-Net preset: %(choices)s')
     m.add_argument('--unconditional', action='store_true', help='no class conditioning (default: class-conditional with label dropout)')
     m.add_argument('--formulation', default=None, choices=('ddpm', 'edm', 'flow'),
@@ -255,7 +266,11 @@ def _check_train_args(args, given:set):
         import importlib.util
         if importlib.util.find_spec('tensorboard') is None: raise ValueError('--log tensorboard needs the tensorboard package: pip install tensorboard')
     if 'sample_every' in given and args.log == 'none': raise ValueError('--sample-every does not apply to --log none')
+    if args.latent is not None and not str(args.latent).strip():
+        raise ValueError("--latent is empty: name a bundled autoencoder ('mnist-vae'), or a folder written by save_autoencoder")
     if args.unconditional and 'label_dropout' in given: raise ValueError('--label-dropout applies to class-conditional models; drop it or --unconditional')
+    unet_only = [f"--{k}" for k in ('preset', 'dropout') if k in given]
+    if args.backbone != 'unet' and unet_only: raise ValueError(f"{', '.join(unet_only)} {'applies' if len(unet_only) == 1 else 'apply'} to --backbone unet, not {args.backbone}")
     only = dict(prediction='ddpm', schedule='ddpm', T='ddpm', min_snr='ddpm', time_sampling='flow')
     if args.formulation is None:                     # flow matching, unless the options given name another formulation
         named = {f for k, f in only.items() if k in given}
@@ -288,6 +303,7 @@ def _data_spec_of(ck:dict, ckpt:Path)->str:
     "The --data that gives back the dataset a run was trained on, when it has a name (bundled, torchvision, Hugging Face)"
     from diffnb.data import load_dataset
     name = (ck.get('data') or {}).get('name', '')
+    if _is_latent(ck) and name.startswith('latents of '): name = name[len('latents of '):]   # a latent run: its images' name
     if name in ('mnist', 'fashion_mnist', 'cifar10') or (name.startswith('hf:') and name != 'hf:dataset'): return name
     for spec in ('bundled', 'bundled:train', 'bundled:heldout'):
         if load_dataset(spec).name == name: return spec
@@ -296,22 +312,39 @@ def _data_spec_of(ck:dict, ckpt:Path)->str:
 # %% ../nbs/10_cli.ipynb #6a7b8c9d
 def _run_conflicts(args, given:set, ck:dict)->list:
     "The options given that define the run, with values other than the run's: ['--batch-size 16 (the run: 64)', ...]"
-    hp, mc = ck['hparams'], ck['model_config']
-    cfg = mc.get('config') or {}
+    hp, net = ck['hparams'], _network_of(ck['model_config'])
+    cfg = net.get('config') or {}
     form = ck.get('formulation') or {}
     sched = form.get('schedule') or ck.get('schedule') or {}
     stored = dict(formulation=form.get('kind', 'ddpm'), batch_size=hp.get('batch_size'), ema=hp.get('ema_decay'), min_snr=hp.get('min_snr_gamma') or 0.0,
                   label_dropout=hp.get('label_dropout'), seed=hp.get('seed'), prediction=form.get('prediction', cfg.get('prediction', 'eps')),
-                  schedule=sched.get('name'), T=sched.get('T'), dropout=cfg.get('dropout'), unconditional=cfg.get('n_classes') is None)
+                  schedule=sched.get('name'), T=sched.get('T'), dropout=cfg.get('dropout'), unconditional=cfg.get('n_classes') is None,
+                  backbone=_backbone_of(ck['model_config']))
     out = [f"--{k.replace('_', '-')} {getattr(args, k)} (the run: {v})" for k, v in stored.items() if k in given and getattr(args, k) != v]
-    if 'preset' in given and mc.get('class') == 'UNet':
+    if 'preset' in given and net.get('class') in ('UNet', 'FlowUNet'):
         import torch
         from diffnb.unet import unet_preset
         keep = {k: cfg[k] for k in ('in_channels', 'n_classes', 'prediction', 'dropout') if k in cfg}
         with torch.device('meta'): want = unet_preset(args.preset, **keep).config
-        norm = lambda c: json.loads(json.dumps(c, default=list))
+        norm = lambda c: json.loads(json.dumps({k: v for k, v in c.items() if k not in ('prediction', 'time_scale')}, default=list))
         if norm(want) != norm(cfg): out.append(f'--preset {args.preset} (the run has another network: channels {tuple(cfg.get("channels", ()))})')
+    if 'latent' in given:
+        why = 'a model of pixels, not of latents' if not _is_latent(ck) else None if _same_autoencoder(args.latent, ck) else 'another autoencoder'
+        if why: out.append(f'--latent {args.latent} (the run: {why})')
     return out
+
+def _network_of(mc:dict)->dict:
+    "The stored description of the network inside a model, through a latent model's and EDM's wrappers: {'class': ..., 'config': ...}"
+    cls, cfg = mc.get('class'), mc.get('config') or {}
+    if cls in ('LatentDiffusion', 'EDMPrecond') and isinstance(cfg.get('net'), dict):
+        net = cfg['net']                              # EDM stores a U-Net's own configuration, without its class
+        return _network_of(net if 'class' in net else {'class': 'UNet', 'config': net})
+    return mc
+
+def _backbone_of(mc:dict)->str:
+    "The backbone a stored model was built on: 'unet' for chapter 3's U-Net (inside a flow, EDM or latent model too), else its class"
+    cls = _network_of(mc).get('class')
+    return {'UNet': 'unet', 'FlowUNet': 'unet', 'DiT': 'dit'}.get(cls, cls)
 
 def _check_same_data(ck:dict, data, spec:str, ckpt:Path):
     "The data of a resumed run must be the run's: same classes, and the same name for a named dataset"
@@ -332,26 +365,64 @@ def _command(args, **change)->str:
         argv += [opt] if v is True else [opt, f'{v:g}' if isinstance(v, float) else str(v)]
     return ' '.join(['diffnb_train', *map(shlex.quote, argv)])
 
-# %% ../nbs/10_cli.ipynb #d6189635
-def _model_and_formulation(args, data):
-    "The network and the formulation a new run trains, from the command's options"
+# %% ../nbs/10_cli.ipynb #a1c0e5d4
+def _is_latent(ck:dict)->bool:
+    "Whether a checkpoint holds a latent model (chapter 12d's `LatentDiffusion`)"
+    return isinstance(ck.get('model_config'), dict) and ck['model_config'].get('class') == 'LatentDiffusion'
+
+def _stored_latent(ck:dict, ckpt:Path):
+    "The latent model a run's checkpoint holds, rebuilt from its description and weights (its autoencoder encodes the run's images)"
+    from diffnb.training import model_from_config, CheckpointError
+    try:
+        model = model_from_config(ck['model_config'], state=ck['model'])
+        model.load_state_dict(ck['model'])
+    except (CheckpointError, RuntimeError, TypeError) as e: raise CheckpointError(f'{ckpt} cannot be resumed: {_one_line(e)}') from None
+    return model
+
+def _same_autoencoder(spec:str, ck:dict)->bool:
+    "Whether the autoencoder --latent names is the latent run's: the same description, latent scale and weights"
     import torch
+    from diffnb.training import model_config
+    vae, scale = _autoencoder(spec)
+    cfg = ck['model_config'].get('config') or {}
+    norm = lambda mc: json.loads(json.dumps({k: (mc or {}).get(k) for k in ('class', 'config')}, default=list))
+    mine = vae.state_dict()
+    stored = {k[len('autoencoder.'):]: v for k, v in ck['model'].items() if k.startswith('autoencoder.')}
+    return (norm(model_config(vae)) == norm(cfg.get('autoencoder')) and cfg.get('scale') == scale and stored.keys() == mine.keys()
+            and all(torch.equal(mine[k], stored[k].to(mine[k].device)) for k in mine))
+
+# %% ../nbs/10_cli.ipynb #d6189635
+def _network(args, shape:tuple, n_classes:int):
+    "The bare network of a new run for data of `shape` (C, H, W): the U-Net of --preset, or another backbone of `diffnb.dit.BACKBONES`"
     from diffnb.unet import unet_preset
-    from diffnb.schedules import make_schedule
-    from diffnb.training import NoisePrediction
-    kw = dict(in_channels=data.shape[0], n_classes=None if args.unconditional else data.n_classes)
+    C, H, W = shape
+    n_classes = None if args.unconditional else n_classes
+    if args.backbone != 'unet':
+        from diffnb.dit import build_backbone
+        if H != W: raise ValueError(f'--backbone {args.backbone} needs square images, the data has {H}x{W}: pass --size {max(H, W)}')
+        prediction = dict(ddpm=args.prediction, edm='eps', flow='flow')[args.formulation]   # inside EDM's preconditioning, F's own output
+        kw = dict(patch=2) if args.latent is not None and args.backbone == 'dit' else {}   # 8x8 latents: 16 tokens of 2x2
+        return build_backbone(args.backbone, C, H, n_classes, prediction, **kw)
+    kw = dict(in_channels=C, n_classes=n_classes)
     if args.dropout is not None: kw['dropout'] = args.dropout
     if args.formulation == 'ddpm': kw['prediction'] = args.prediction
     net = unet_preset(args.preset, **kw)
     f = 2 ** net.downsamplings
-    if data.shape[1] % f or data.shape[2] % f:
-        raise ValueError(f'the {args.preset} U-Net needs image sides divisible by {f}, the data has {data.shape[1]}x{data.shape[2]}: '
-                         f'pass --size {math.ceil(data.shape[1] / f) * f}')
+    if H % f or W % f:
+        raise ValueError(f'the {args.preset} U-Net needs image sides divisible by {f}, the data has {H}x{W}: pass --size {math.ceil(H / f) * f}')
+    return net
+
+def _model_and_formulation(args, data, net=None):
+    "The model and the formulation a new run trains: `net` (default: `_network` for `data`) as the formulation needs it"
+    from diffnb.schedules import make_schedule
+    from diffnb.training import NoisePrediction
+    if net is None: net = _network(args, data.shape, data.n_classes)
     if args.formulation == 'ddpm': return net, NoisePrediction(make_schedule(args.schedule, args.T), args.prediction, args.min_snr or None)
     if args.formulation == 'edm':
         from diffnb.edm import EDMPrecond, EDM
         return EDMPrecond(net, sigma_data=_data_rms(data)), EDM()
     from diffnb.flow import FlowUNet, FlowMatching
+    if args.backbone != 'unet': return net, FlowMatching(args.time_sampling)    # built to predict the velocity
     model = FlowUNet(**{k: v for k, v in net.config.items() if k != 'prediction'})
     model.unet.load_state_dict(net.state_dict())          # the same initial weights as the other formulations
     return model, FlowMatching(args.time_sampling)
@@ -368,6 +439,43 @@ def _grid_sampler(s)->dict:
     from diffnb.schedules import NoiseSchedule
     return dict(sampler='solver', steps=20) if isinstance(s, NoiseSchedule) else dict(sampler=s.default_sampler)
 
+# %% ../nbs/10_cli.ipynb #a1c0e5d2
+def _autoencoder(spec:str)->tuple:
+    "The autoencoder --latent names, loaded: (vae, latent scale); a name or folder that holds none is refused in one line"
+    from diffnb.latent import load_autoencoder, AUTOENCODERS
+    from diffnb.training import CheckpointError
+    try: return load_autoencoder(spec)
+    except FileNotFoundError:
+        if spec in AUTOENCODERS: raise FileNotFoundError(f'--latent {spec}: the bundled autoencoder is missing from the installed package; reinstall diffnb') from None
+        raise FileNotFoundError(f"--latent {spec}: no such autoencoder; name a bundled one ({', '.join(sorted(AUTOENCODERS))}) "
+                                'or a folder written by diffnb.latent.save_autoencoder') from None
+    except CheckpointError as e: raise CheckpointError(f'--latent {spec}: {_one_line(e)}') from None
+
+def _latent_data(model, data, spec:str, what:str):
+    "The training set of a latent model: the images of `data`, checked to have the autoencoder's shape, encoded once (`latent_dataset`)"
+    import torch
+    from diffnb.data import TensorImages
+    from diffnb.latent import latent_dataset
+    want, have = tuple(model.image_shape), tuple(data.shape)
+    if have != want:
+        fix = [] if _is_bundled(spec) else [f'--size {want[1]}'] if have[1:] != want[1:] else []
+        if have[0] != want[0] and not _is_bundled(spec) and spec not in ('mnist', 'fashion_mnist', 'cifar10'): fix.append(f'--channels {want[0]}')
+        fmt = lambda s: 'x'.join(map(str, s))
+        raise ValueError(f'{what} encodes {fmt(want)} images, but --data {spec} has {fmt(have)} images' + (f': pass {" and ".join(fix)}' if fix else ''))
+    if not hasattr(data, 'images'):         # images read from files: read once, a batch at a time
+        parts = [data.get_batch(range(i, min(i + 500, len(data)))) for i in range(0, len(data), 500)]
+        data = TensorImages(torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]), data.classes, data.name)
+    return latent_dataset(model, data)
+
+def _latent_model(args, ae:tuple, images, spec:str)->tuple:
+    "A new latent run: the network built for the latents, the images encoded once; (the `LatentDiffusion`, its formulation, the latents)"
+    from diffnb.latent import LatentDiffusion
+    vae, scale = ae
+    net = _network(args, vae.latent_shape, images.n_classes)
+    latents = _latent_data(LatentDiffusion(net, vae, scale), images, spec, f'--latent {args.latent}: its autoencoder')
+    model, formulation = _model_and_formulation(args, latents, net)          # EDM: sigma_data of the latents
+    return LatentDiffusion(model, vae, scale), formulation, latents
+
 # %% ../nbs/10_cli.ipynb #02394531
 def _start_run(args, given:set, ckpt:Path, resuming:bool, device, rank:int):
     "The `Trainer` of this command: the run in `ckpt` resumed, or a new one; returns (trainer, data, data spec)"
@@ -380,6 +488,8 @@ def _start_run(args, given:set, ckpt:Path, resuming:bool, device, rank:int):
         there = [p.name for p in (ckpt, out/'samples.png', out/'summary.json') if p.exists()]
         if there: raise ValueError(f'{out} already holds a run ({", ".join(there)}): pass --resume to continue it, or choose another --out')
     ck = _read_run(ckpt) if resuming else None
+    latent = _is_latent(ck) if resuming else args.latent is not None          # a resumed run is what its checkpoint holds
+    ae = _autoencoder(args.latent) if latent and not resuming else None      # before the data: a wrong name costs nothing
     spec = args.data if not resuming or 'data' in given else _data_spec_of(ck, ckpt)
     if resuming: _check_data_options(spec, given, out)
     data = load_dataset(spec, args.root, args.size, args.channels, timeout=args.download_timeout)
@@ -391,6 +501,7 @@ def _start_run(args, given:set, ckpt:Path, resuming:bool, device, rank:int):
         bad = _run_conflicts(args, given, ck)
         if bad: raise ValueError(f'{ckpt}: {"; ".join(bad)}. These define the run; a resume may change only '
                                  f'{", ".join("--" + k.replace("_", "-") for k in RESUME_MAY_CHANGE)} and how it runs -- or start a new run in another --out')
+        if latent: data = _latent_data(_stored_latent(ck, ckpt), data, spec, "the run's autoencoder")
         _check_same_data(ck, data, spec, ckpt)
         changes = {k: (grad_clip if k == 'grad_clip' else getattr(args, k)) for k in RESUME_MAY_CHANGE if k in given}
         del ck
@@ -401,11 +512,18 @@ def _start_run(args, given:set, ckpt:Path, resuming:bool, device, rank:int):
         if rank == 0: print(f'resuming {ckpt} at step {tr.step}' + (f' with {changes}' if changes else ''))
         return tr, data, spec
     torch.manual_seed(args.seed)             # the initial weights, like everything else, follow from --seed
-    model, formulation = _model_and_formulation(args, data)
+    if latent:
+        if args.backbone == 'unet' and 'preset' not in given: args.preset = 'latent'
+        images = data
+        model, formulation, data = _latent_model(args, ae, images, spec)
+    else: model, formulation = _model_and_formulation(args, data)
     tr = Trainer(model, formulation, data, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                  grad_clip=grad_clip, weight_decay=args.weight_decay, ema_decay=args.ema, min_snr_gamma=args.min_snr or None,
                  label_dropout=args.label_dropout, seed=args.seed, **common)
-    if rank == 0: print(f'training a {n_params(model) / 1e6:.2f} M-parameter U-Net ({args.preset}, {args.formulation}) on {data!r}, device {tr.device}')
+    net = model.net if latent else model
+    what = f'U-Net ({args.preset}, {args.formulation})' if args.backbone == 'unet' else f'{type(getattr(net, "net", net)).__name__} ({args.formulation})'
+    where = f'latent model of {images.name!r} through the autoencoder {args.latent}: a ' if latent else ''
+    if rank == 0: print(f'training a {where}{n_params(net) / 1e6:.2f} M-parameter {what} on {data!r}, device {tr.device}')
     return tr, data, spec
 
 # %% ../nbs/10_cli.ipynb #5e6f7a8b
@@ -436,7 +554,9 @@ def _finish(args, tr, data, spec, ckpt:Path, start_step:int, secs:float)->dict:
     if args.samples:
         n = args.samples
         y = torch.arange(n) % data.n_classes if tr.n_classes is not None else None
-        x = _sample_batches(tr.ema.model.eval(), tr.s, n, data.shape, batch_size=tr.hparams['batch_size'], y=y, seed=args.seed,
+        model = tr.ema.model.eval()
+        shape = getattr(model, 'image_shape', None) or data.shape      # a latent model decodes what it samples: images
+        x = _sample_batches(model, tr.s, n, shape, batch_size=tr.hparams['batch_size'], y=y, seed=args.seed,
                             generator=torch.Generator().manual_seed(args.seed), progress=False, **_grid_sampler(tr.s))
         summary['samples'] = str(save_images(x, out/'samples.png', nrow=10 if y is not None else None, scale=2))
     atomic_write(out/'summary.json', lambda fh: fh.write(json.dumps(summary, indent=1).encode()))
@@ -619,7 +739,9 @@ def _sample_batches(
             m = min(batch_size, n - i)
             g = (generator or torch.Generator().manual_seed(seed)) if k == 0 else torch.Generator().manual_seed(_batch_seed(seed, k))
             kw = dict(kwargs, y=None if y is None else y[i:i + m], generator=g, progress=progress)
-            if known is not None: kw.update(known=known.expand(m, -1, -1, -1).contiguous(), mask=mask)
+            if known is not None:          # where the model is: a latent model encodes `known` with its autoencoder
+                dev = (next(model.parameters(), known) if isinstance(model, torch.nn.Module) else known).device
+                kw.update(known=known.expand(m, -1, -1, -1).contiguous().to(dev), mask=torch.as_tensor(mask).to(dev))
             out[i:i + m] = sample(model, s, None if known is not None else (m, *shape), **kw).cpu()
             bar.update(m)
     finally: bar.close()
@@ -714,7 +836,7 @@ def sample_cmd(args):
     from diffnb.data import save_images, atomic_write, image_format
     image_format(out)
     model, s = _load_for_sampling(args, out, tensors, _device(args.device))
-    shape = tuple(getattr(model, 'sample_shape', None) or (model.in_channels, 28, 28))
+    shape = tuple(getattr(model, 'image_shape', None) or getattr(model, 'sample_shape', None) or (model.in_channels, 28, 28))   # a latent model's: decoded
     if getattr(model, 'n_classes', None) is None and 'classes' in given:
         raise ValueError('--classes needs a class-conditional model; this one is unconditional')
     y = _parse_classes(args.classes, args.n, None if args.unconditional else getattr(model, 'n_classes', None))

@@ -52,3 +52,18 @@ def test_sampler_names_from_a_folder_holding_a_clone(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0 and int(r.stdout) >= 8, r.stderr
     assert not (tmp_path/'diffnb'/'setup.py.ran').exists()
+
+
+def test_an_interrupt_while_a_model_is_built_stays_an_interrupt():
+    "A signal that lands inside torch's device mode can surface as torch's own error about its mode stack; loading must give back the interrupt"
+    import torch.nn as nn
+    from diffnb.checkpoint import register_model, model_from_config, MODEL_CLASSES
+    class Interrupted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            try: raise KeyboardInterrupt
+            finally: raise RuntimeError('trying to pop from empty mode stack')     # what torch raised on the way out
+    register_model(Interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt): model_from_config({'class': 'Interrupted', 'config': {}})
+    finally: MODEL_CLASSES.pop('Interrupted', None)

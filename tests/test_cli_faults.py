@@ -257,13 +257,23 @@ def test_full_disk_at_the_first_save(work, tmp_path):
         assert 'no checkpoint was saved' in line and not (disk/'run').exists()
     finally: subprocess.run(['umount', str(disk)])
 
+def default_sigint():
+    "In a child about to receive Ctrl-C: SIGINT as a terminal gives it (a job started in the background inherits it ignored)"
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+def ignored_signals(pid)->str:
+    "The child's mask of ignored signals, for a failure's message"
+    try: return next(l for l in Path(f'/proc/{pid}/status').read_text().splitlines() if l.startswith('SigIgn'))
+    except (OSError, StopIteration): return 'SigIgn: unknown'
+
 @pytest.mark.parametrize('delay', [1.2, 1.6])    # after the interpreter's own start-up, which no program can catch (cold caches: ~1 s)
 def test_ctrl_c_in_the_first_second(work, tmp_path, delay):
     "Ctrl-C while the options are still being parsed (the --preset name imports PyTorch): 130 and one line, no traceback"
     p = subprocess.Popen([TRAIN, '--preset', 'tiny', '--steps', '5', '--samples', '0', *QUICK, '--out', str(tmp_path/'run')],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    time.sleep(delay); p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=default_sigint)
+    time.sleep(delay); ign = ignored_signals(p.pid); p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (p.returncode, ign, out[-500:], err[-1000:])
     one_line(subprocess.CompletedProcess(p.args, p.returncode, '', err), 'interrupted', status=130)
     assert not (tmp_path/'run'/'checkpoint.pt').exists() or torch.load(tmp_path/'run'/'checkpoint.pt')['step'] >= 1
 
@@ -297,7 +307,7 @@ def test_a_damaged_image_during_training(work, tmp_path):
 def long_training(out):
     "A training run that goes on until stopped, a few steps in: (command, process)"
     cmd = [TRAIN, '--preset', 'tiny', '--steps', '100000', '--ckpt-every', '100000', '--samples', '0', *QUICK, '--out', str(out)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=default_sigint)
     assert p.stdout.readline().startswith('training a'), p.stderr.read()
     time.sleep(2)                                                  # a few steps
     return cmd, p
@@ -367,7 +377,7 @@ def test_ctrl_c_again_and_again(work, tmp_path):
     "Ctrl-C pressed again and again (the second one stops at once): 130, one line; no temporary or lock file; a checkpoint on disk loads"
     out = tmp_path/'run'
     p = subprocess.Popen([TRAIN, '--preset', 'tiny', '--batch-size', '1024', '--steps', '100000', '--ckpt-every', '1', '--samples', '0', *QUICK,
-                          '--out', str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                          '--out', str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=default_sigint)
     try:
         assert p.stdout.readline().startswith('training a'), p.stderr.read()
         time.sleep(3)
