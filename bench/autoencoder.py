@@ -6,12 +6,14 @@ of the reconstructions, chapter 9's FID of the reconstructed control half agains
 mean ± sd over the splits, one training seed), the standard deviation of the latents (so the scale), and the KL per
 latent element.
 
-Part `scale` trains the latent U-Net of `bench/latent.py` on the shipped autoencoder's latents for the same CPU
-budget with the latent scale multiplied by 0.2, 1 and 5 -- latents with standard deviation 0.2, 1 and 5, as an
-unscaled autoencoder could give -- and scores its samples the same way (two seeds).
+Part `scale` trains the latent U-Net of `bench/latent.py` on the shipped autoencoder's latents with the latent scale
+multiplied by 0.2, 1 and 5 -- latents with standard deviation 0.2, 1 and 5, the first and last as an unscaled
+autoencoder could give them -- for the same number of steps (1,000 by default: about what `bench/latent.py`'s
+latent U-Net makes in its budget), with the same seeds, sampler and scoring; only the scale changes.
 
     OMP_NUM_THREADS=1 python bench/autoencoder.py variants --out bench/results/autoencoder_variants.json
-    OMP_NUM_THREADS=1 python bench/autoencoder.py scale --cpu-seconds 120 --seeds 0 1 --out bench/results/autoencoder_scale.json
+    for s in 0 1 2; do OMP_NUM_THREADS=1 python bench/autoencoder.py scale --seeds $s --out scale$s.json & done; wait
+    python bench/autoencoder.py merge --merge scale0.json scale1.json scale2.json --out bench/results/autoencoder_scale.json
 """
 import argparse, json, platform, sys, time
 from pathlib import Path
@@ -42,25 +44,35 @@ def variants(steps):
         print(json.dumps(rows[-1]), flush=True)
     return dict(steps=steps, rows=rows)
 
-def scale(cpu_seconds, seeds):
+def scale(steps, seeds, factors):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from latent import run
     from diffnb.evaluation import load_classifier
     clf, rows = load_classifier(), []
     for seed in seeds:
-        for k in (0.2, 1.0, 5.0):
-            rows.append(run('latent-unet', seed, cpu_seconds, clf, scale_factor=k)); print(json.dumps(rows[-1]), flush=True)
-    return dict(cpu_seconds=cpu_seconds, seeds=seeds, rows=rows)
+        for k in factors:
+            rows.append(run('latent-unet', seed, None, clf, scale_factor=k, steps=steps)); print(json.dumps(rows[-1]), flush=True)
+    return dict(steps=steps, seeds=seeds, rows=rows)
+
+def merge(files):
+    "The rows of several result files of the scale part (one process per seed), checked to share their step count"
+    ds = [json.loads(Path(f).read_text()) for f in files]
+    if len({d['steps'] for d in ds}) != 1: raise SystemExit(f"the files have different step counts: {[d['steps'] for d in ds]}")
+    rows = sorted((r for d in ds for r in d['rows']), key=lambda r: (r['scale_factor'], r['seed']))
+    return dict(ds[0], seeds=sorted({r['seed'] for r in rows}), rows=rows)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('part', choices=('variants', 'scale'))
-    p.add_argument('--steps', type=int, default=600)
-    p.add_argument('--cpu-seconds', type=float, default=120.0)
-    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
+    p.add_argument('part', choices=('variants', 'scale', 'merge'))
+    p.add_argument('--steps', type=int, default=None, help='training steps: of each autoencoder (variants, default 600) or latent U-Net (scale, default 1000)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--factors', type=float, nargs='+', default=[0.2, 1.0, 5.0], help='scale: multiples of the latent scale')
+    p.add_argument('--merge', nargs='+', help='merge: result files of the scale part and of bench/latent.py')
     p.add_argument('--out', required=True)
     a = p.parse_args()
-    res = variants(a.steps) if a.part == 'variants' else scale(a.cpu_seconds, a.seeds)
+    if a.part == 'merge':
+        Path(a.out).write_text(json.dumps(merge(a.merge), indent=1)); return
+    res = variants(a.steps or 600) if a.part == 'variants' else scale(a.steps or 1000, a.seeds, a.factors)
     res.update(threads=torch.get_num_threads(), torch=torch.__version__, machine=platform.processor() or platform.machine())
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
