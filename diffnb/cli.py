@@ -199,9 +199,10 @@ def train_parser(
                         "U-Net defaults to --preset latent; a resumed run keeps its own")
     m.add_argument('--preset', default='digits', choices=_LazyChoices(_presets), metavar='PRESET', help='U-Net preset: %(choices)s')
     m.add_argument('--unconditional', action='store_true', help='no class conditioning (default: class-conditional with label dropout)')
-    m.add_argument('--formulation', default=None, choices=('ddpm', 'edm', 'flow'),
+    m.add_argument('--formulation', default=None, choices=('ddpm', 'edm', 'flow', 'meanflow'),
                    help="flow: chapter 12's flow matching; ddpm: chapter 4's noise prediction on a schedule; edm: chapter 11's preconditioned "
-                        "denoiser (default: flow, or the one formulation the options given belong to, e.g. ddpm with --schedule)")
+                        "denoiser; meanflow: chapter 13b's MeanFlow, sampled in one or a few jumps (default: flow, or the one formulation the options "
+                        "given belong to, e.g. ddpm with --schedule)")
     m.add_argument('--prediction', default='eps', choices=('eps', 'v', 'x0'), help='what the network predicts (ddpm)')
     m.add_argument('--time-sampling', default='uniform', choices=('uniform', 'logit-normal'), help='how training times are drawn (flow)')
     m.add_argument('--schedule', default='cosine', choices=('cosine', 'linear', 'sigmoid'), help='noise schedule (ddpm)')
@@ -277,6 +278,7 @@ def _check_train_args(args, given:set):
         args.formulation = named.pop() if len(named) == 1 else 'flow'
     wrong = [f"--{k.replace('_', '-')}" for k, f in only.items() if k in given and args.formulation != f]
     if wrong: raise ValueError(f"{', '.join(wrong)} {'applies' if len(wrong) == 1 else 'apply'} to another formulation than --formulation {args.formulation}")
+    if args.formulation == 'meanflow' and args.backbone != 'unet': raise ValueError(f'--formulation meanflow trains a U-Net with two times (MeanFlowUNet): drop --backbone {args.backbone}')
     out = Path(args.out)
     _check_folder(out, '--out')
     _check_not_in_package(out, '--out')
@@ -421,6 +423,11 @@ def _model_and_formulation(args, data, net=None):
     if args.formulation == 'edm':
         from diffnb.edm import EDMPrecond, EDM
         return EDMPrecond(net, sigma_data=_data_rms(data)), EDM()
+    if args.formulation == 'meanflow':
+        from diffnb.meanflow import MeanFlowUNet, MeanFlow
+        model = MeanFlowUNet(**{k: v for k, v in net.config.items() if k != 'prediction'})
+        model.unet.load_state_dict(net.state_dict())      # the same initial U-Net as the other formulations
+        return model, MeanFlow()
     from diffnb.flow import FlowUNet, FlowMatching
     if args.backbone != 'unet': return net, FlowMatching(args.time_sampling)    # built to predict the velocity
     model = FlowUNet(**{k: v for k, v in net.config.items() if k != 'prediction'})
