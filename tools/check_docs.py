@@ -10,6 +10,7 @@ index, process every notebook with nbdev's processors, into a temporary folder),
 - an exported function or class has its API entry outside the section (`## ...`) of the cell that defines it,
   or before that cell (an end-of-chapter `show_doc` list does this);
 - an API entry shows a docstring inherited from torch ("Define the computation performed at every call", ...);
+- an API entry appears twice in a page (a `show_doc` of a `@patch` method, which nbdev documents by itself);
 - an exported constant (a name in `__all__` that is not a function or class) is not explained right where it is
   defined: the markdown cell just before its defining cell, or the one just after it, must name it in backticks
   (say what it holds and who uses it), or the constant should be private (`_NAME`, out of `__all__`);
@@ -123,6 +124,11 @@ def check_api(proc):
         cells, nbname = nb['cells'], m.group(1)
         for bad in INHERITED:
             if bad in text: problem(f'{nbname}: an API entry shows a docstring inherited from torch ("{bad}...")')
+        entries = [h for c in cells for o in c.get('outputs', []) for md in [''.join(o.get('data', {}).get('text/markdown', ''))]
+                   if '[source](' in md for h in re.findall(r'^#+\s+(\S+)\s*$', md, re.M)]
+        for h in sorted({h for h in entries if entries.count(h) > 1}):
+            problem(f'{nbname}: the API entry of `{h}` appears {entries.count(h)} times (nbdev adds the entry of a @patch method '
+                    f'by itself: drop its show_doc)')
         for n in exported(mod):
             if not re.search(rf'^#+\s+{re.escape(n)}\s*$', text, re.M):
                 problem(f'{nbname}: `{n}` has no API entry (show_doc) in the processed notebook'); continue
