@@ -84,10 +84,10 @@ class MeanFlow:
         power:float=1.0, # adaptive loss weight 1 / (error + c)^power (0: the plain squared error)
         c:float=1e-3, # the constant in that weight
     ):
-        for name, v, ok in (('ratio', ratio, lambda v: 0 <= v <= 1), ('scale', scale, lambda v: v > 0),
-                            ('power', power, lambda v: v >= 0), ('c', c, lambda v: v > 0), ('loc', loc, lambda v: True)):
+        for name, v, ok, want in (('ratio', ratio, lambda v: 0 <= v <= 1, ' in [0, 1]'), ('scale', scale, lambda v: v > 0, ' > 0'),
+                                  ('power', power, lambda v: v >= 0, ' >= 0'), ('c', c, lambda v: v > 0, ' > 0'), ('loc', loc, lambda v: True, '')):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
-                raise ValueError(f'{name} must be a finite number{" in [0, 1]" if name == "ratio" else " > 0" if name in ("scale", "c") else " >= 0" if name == "power" else ""}, got {v!r}')
+                raise ValueError(f'{name} must be a finite number{want}, got {v!r}')
         self.ratio, self.loc, self.scale, self.power, self.c = float(ratio), float(loc), float(scale), float(power), float(c)
 
     def to(self, device): return self
