@@ -365,7 +365,7 @@ def _command(args, **change)->str:
             i = argv.index(opt); del argv[i:i + (1 if v is True else 2)]
         argv = [a for a in argv if not a.startswith(opt + '=')]
         argv += [opt] if v is True else [opt, f'{v:g}' if isinstance(v, float) else str(v)]
-    return ' '.join(['diffnb_train', *map(shlex.quote, argv)])
+    return ' '.join([getattr(args, '_prog', 'diffnb_train'), *map(shlex.quote, argv)])
 
 # %% ../nbs/10_cli.ipynb #a1c0e5d4
 def _is_latent(ck:dict)->bool:

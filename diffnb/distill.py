@@ -4,25 +4,28 @@
 
 # %% ../nbs/13_distill.ipynb #982a9d5e
 from __future__ import annotations
-import copy, math
+import copy, json, math
 from pathlib import Path
 import torch
 from torch import nn, Tensor
 from fastcore.basics import patch
-from .schedules import NoiseSchedule, schedule_from_config
+from .schedules import NoiseSchedule, schedule_from_config, cosine_schedule
 from .forward import convert_prediction
 from .unet import UNet
 from .ddpm import Sampling, Trajectory, check_steps, _steps
 from .ddim import ddim_step, sampling_timesteps
 from .guidance import GuidedModel
-from .training import (register_model, register_formulation, model_config, save_checkpoint, load_model,
-                             Trainer)
+from .training import (register_model, register_formulation, model_config, model_from_config,
+                             save_checkpoint, load_model, Trainer)
 from .sampling import register_sampler
+from .flow import DiscretizedFlow
+from .edm import DenoiserOnSchedule
 
 # %% auto #0
 __all__ = ['top_timestep', 'student_timesteps', 'student_from_teacher', 'signal_noise', 'ddim_jump', 'x0_estimate',
            'ProgressiveDistillation', 'ConsistencyDistillation', 'StudentSchedule', 'DistilledStudents',
-           'distilled_sample', 'progressive_distill', 'export_student']
+           'distilled_sample', 'progressive_distill', 'export_student', 'ScheduleView', 'schedule_teacher',
+           'consistency_distill', 'distill_parser', 'distill_cmd', 'distill_main']
 
 # %% ../nbs/13_distill.ipynb #41cce605
 def top_timestep(
@@ -45,17 +48,25 @@ def student_timesteps(
 
 # %% ../nbs/13_distill.ipynb #0230acec
 def student_from_teacher(
-    teacher:UNet, # the network to distil
-    prediction:str='v', # what the student predicts: 'v' (default) or 'x0'
-)->UNet: # a new UNet with the teacher's configuration and weights
-    "The student's starting point: a copy of the teacher's U-Net that predicts `prediction` instead of the noise"
-    if not isinstance(teacher, UNet): raise ValueError(f'the teacher must be a UNet, got {type(teacher).__name__}')
-    if prediction not in ('v', 'x0'):
-        raise ValueError(f"a student must predict 'v' or 'x0' (a noise prediction is amplified at high noise), "
-                         f"got {prediction!r}")
-    student = UNet(**{**teacher.config, 'prediction': prediction})
-    student.load_state_dict(teacher.state_dict())
-    return student.to(next(teacher.parameters()).device)
+    teacher:nn.Module, # the network to distil: a `UNet`, or a flow or EDM network on the schedule (`schedule_teacher`)
+    prediction:str=None, # what a U-Net student predicts: 'v' (default) or 'x0'; any other student predicts what its teacher does
+)->nn.Module: # a new network with the teacher's configuration and weights
+    "The student's starting point: a copy of the teacher, a U-Net's `prediction` switched to `prediction`"
+    if isinstance(teacher, UNet):
+        prediction = prediction or 'v'
+        if prediction not in ('v', 'x0'):
+            raise ValueError(f"a student must predict 'v' or 'x0' (a noise prediction is amplified at high noise), "
+                             f"got {prediction!r}")
+        student = UNet(**{**teacher.config, 'prediction': prediction})
+        student.load_state_dict(teacher.state_dict())
+        return student.to(next(teacher.parameters()).device)
+    own = getattr(teacher, 'prediction', None)
+    if not isinstance(teacher, nn.Module) or own not in ('v', 'x0') or not isinstance(getattr(teacher, 'config', None), dict):
+        raise ValueError(f'the teacher must be a UNet, or a network on the noise schedule that predicts v or x0 '
+                         f'(schedule_teacher makes one of a flow or EDM model), got {type(teacher).__name__}')
+    if prediction not in (None, own):
+        raise ValueError(f'a {type(teacher).__name__} student predicts what its teacher does ({own!r}), not {prediction!r}')
+    return copy.deepcopy(teacher).train().requires_grad_(True)
 
 # %% ../nbs/13_distill.ipynb #1ae30bb5
 def signal_noise(
@@ -93,20 +104,26 @@ def x0_estimate(
     x0 = convert_prediction(out.to(x.dtype), x, a, b, getattr(model, 'prediction', 'eps'))[1]
     return x0.clamp(-1, 1) if clip else x0
 
-# %% ../nbs/13_distill.ipynb #cdb51f38
-def _load_teacher(ref:str)->tuple:
-    "(model, schedule) of a teacher named by reference: 'bundled:NAME' for a bundled model, or a model file's path"
+# %% ../nbs/13_distill.ipynb #e0135dbe
+def _load_teacher(ref:str, s:NoiseSchedule=None)->tuple:
+    """(model, schedule) of a teacher named by reference: 'bundled:NAME' for a bundled model, or a model file's path
+    (a model folder too); a flow or EDM model comes as its `ScheduleView` on `s` (default: the cosine schedule)"""
     if ref.startswith('bundled:'):
         from diffnb.pretrained import load_pretrained
-        return load_pretrained(ref[len('bundled:'):])
-    return load_model(ref)
+        model, s0 = load_pretrained(ref[len('bundled:'):])
+    else: model, s0 = load_model(ref)
+    if isinstance(s0, NoiseSchedule) and not hasattr(model, 'vae'): return model, s0 if s is None else s   # a round's student too
+    return schedule_teacher(model, s0, s)
 
+
+# %% ../nbs/13_distill.ipynb #cdb51f38
 class _Distillation:
     "What both distillation formulations share: the teacher, its schedule, the grid and the bookkeeping"
     min_snr_gamma = None
     def _setup(self, teacher, s, t_max, clip, intervals):
         if not isinstance(s, NoiseSchedule):
-            raise ValueError(f"s must be the teacher's NoiseSchedule, got {type(s).__name__}")
+            raise ValueError(f"s must be the teacher's NoiseSchedule (schedule_teacher gives one for a flow or EDM model), "
+                             f"got {type(s).__name__}")
         self.teacher_ref = teacher if isinstance(teacher, str) else None
         self.s, self.clip, self.device = s, clip, torch.device('cpu')
         self._teacher = None if isinstance(teacher, str) else self._prepare(teacher)
@@ -120,8 +137,13 @@ class _Distillation:
             if self.teacher_ref is None:
                 raise ValueError(f'this {type(self).__name__} has no teacher (it was rebuilt from a checkpoint that '
                                  'names none); give the teacher to train with it')
-            self._teacher = self._prepare(_load_teacher(self.teacher_ref)[0])
+            self._teacher = self._prepare(_load_teacher(self.teacher_ref, self.s)[0])
         return self._teacher
+
+    def _attach(self, teacher):
+        "Give a formulation rebuilt from a checkpoint the teacher it was trained with, when that was a model, not a reference"
+        if self.teacher_ref is None and self._teacher is None and teacher is not None and not isinstance(teacher, str):
+            self._teacher = self._prepare(teacher)
 
     def _prepare(self, teacher):
         "A network teacher goes to this formulation's device, in eval mode, without gradients"
@@ -327,24 +349,25 @@ class StudentSchedule(NoiseSchedule):
 
 @register_model
 class DistilledStudents(nn.Module):
-    "The students of a progressive distillation, one U-Net per number of steps; `for_steps(n)` gives one"
+    "The students of a progressive distillation, one network per number of steps; `for_steps(n)` gives one"
     def __init__(self,
-        net:dict=None, # the keyword arguments of the students' `UNet` (default: `UNet(prediction='v')`)
+        net:dict=None, # the keyword arguments of the students' `UNet` (default: `UNet(prediction='v')`), or a registered model's description
         steps:tuple=(1, 2, 4, 8), # the numbers of steps there is a student for
     ):
         super().__init__()
         net = dict(net or {'prediction': 'v'})
         steps = sorted({check_steps(int(n), 10_000) for n in steps})
         if not steps: raise ValueError('steps must list at least one number of steps')
-        self.students = nn.ModuleDict({str(n): UNet(**net) for n in steps})
+        build = (lambda: model_from_config(net)) if 'class' in net else (lambda: UNet(**net))
+        self.students = nn.ModuleDict({str(n): build() for n in steps})
         first = self.students[str(steps[0])]
-        self.config = dict(net=dict(first.config), steps=steps)
+        self.config = dict(net=net if 'class' in net else dict(first.config), steps=steps)
         self.in_channels, self.n_classes, self.prediction = first.in_channels, first.n_classes, first.prediction
         self.steps = steps
 
     def for_steps(self,
         n:int, # the number of steps to sample with
-    )->UNet:
+    )->nn.Module:
         "The student distilled for n steps"
         if str(n) not in self.students:
             raise ValueError(f'these students were distilled for {self.steps} steps, not {n}: ask for one of those')
@@ -403,9 +426,15 @@ register_sampler('distilled', _distilled, 4, NoiseSchedule, False,
                  'a distilled student: 1 to 8 network calls (chapter 13)');
 
 # %% ../nbs/13_distill.ipynb #f0cbf019
+def _teacher_of(teacher, s)->tuple:
+    "(reference or None, teacher on its schedule, schedule) of a teacher given by name, file or as a model with its `s`"
+    if isinstance(teacher, str): return (teacher, *_load_teacher(teacher, s if isinstance(s, NoiseSchedule) else None))
+    if s is None: raise ValueError("s (the teacher's schedule) is needed when the teacher is given as a model")
+    return (None, *schedule_teacher(teacher, s))
+
 def progressive_distill(
-    teacher, # the network to distil (a `UNet`), or 'bundled:NAME' or a model file
-    s:NoiseSchedule, # the teacher's noise schedule (None: loaded with a teacher given by name or file)
+    teacher, # the network to distil (a `UNet`, a flow or an EDM model), or 'bundled:NAME', a model file or folder
+    s, # the teacher's noise schedule, or a flow or EDM model's `FlowPath` or `SigmaSchedule` (None: loaded with a teacher given by name or file)
     data, # the training images: an `ImageDataset` (with labels, for a class-conditional teacher)
     rounds:tuple=(8, 4, 2, 1), # each round's number of student steps; the first round's teacher takes twice as many
     steps_per_round:int=1000, # optimiser steps in each round
@@ -417,18 +446,14 @@ def progressive_distill(
 
     Further keyword arguments are `Trainer` settings, the same for every round: batch_size, lr, warmup, ema_decay,
     label_dropout, seed, device, progress and the rest."""
-    ref = teacher if isinstance(teacher, str) else None
-    if ref is not None:
-        net, s_loaded = _load_teacher(ref)
-        s = s_loaded if s is None else s
-    else: net = teacher
-    if s is None: raise ValueError("s (the teacher's noise schedule) is needed when the teacher is given as a model")
+    ref, net, s = _teacher_of(teacher, s)
     out = Path(out) if out is not None else None
     students, current, student = {}, ref or net, student_from_teacher(net)
     for n in rounds:
         path = out/f'round{n}.pt' if out is not None else None
         if path is not None and path.exists():
             tr = Trainer.resume(path, data, **{k: kwargs[k] for k in ('device', 'progress') if k in kwargs})
+            tr.formulation._attach(current)             # the first round's teacher, when it was given as a model
         else:
             f = ProgressiveDistillation(current, s, n, t_max)
             tr = Trainer(student, f, data, ckpt_path=path, **kwargs)
@@ -436,7 +461,8 @@ def progressive_distill(
         students[n] = copy.deepcopy(tr.ema.model).eval()
         current = str(path) if path is not None else students[n]
         student = copy.deepcopy(students[n]).train().requires_grad_(True)     # the EMA copy has no gradients
-    bank = DistilledStudents(dict(students[rounds[-1]].config), steps=tuple(rounds))
+    last = students[rounds[-1]]
+    bank = DistilledStudents(dict(last.config) if type(last) is UNet else model_config(last), steps=tuple(rounds))
     for n, st in students.items(): bank.for_steps(n).load_state_dict(st.state_dict())
     return bank.eval()
 
@@ -456,3 +482,257 @@ def export_student(
                                        classes=list(getattr(data, 'classes', [])))
     return save_checkpoint(dict(model=state, model_config=model_config(model), formulation=formulation.config,
                                 data=d, info=info or {}), dest)
+
+# %% ../nbs/13_distill.ipynb #70f0ceed
+@register_model
+class ScheduleView(nn.Module):
+    "A flow model or an EDM denoiser answering at the integer timesteps of a noise schedule, as chapter 4's models do"
+    __module__ = 'diffnb.distill'          # what checkpoints record, so a new process finds it
+    def __init__(self,
+        net=None, # a flow model (predicting eps - x0, times in [0, 1]) or an EDM denoiser D(x; sigma), or its stored description
+        schedule:dict=None, # the `config` of the noise schedule it answers on (None: `cosine_schedule()`)
+    ):
+        super().__init__()
+        self.net = net if isinstance(net, nn.Module) else model_from_config(net) if isinstance(net, dict) else None
+        kind = getattr(self.net, 'prediction', None)
+        if kind not in ('flow', 'edm'):
+            raise ValueError(f"net must be a flow model or an EDM denoiser (prediction 'flow' or 'edm'), got "
+                             f"{type(net).__name__ if self.net is None else type(self.net).__name__ + ' predicting ' + repr(kind)}")
+        self.schedule, self._s = (dict(schedule) if schedule else None), None
+        self.prediction = 'v' if kind == 'flow' else 'x0'
+        self.config = dict(net=model_config(self.net), schedule=self.schedule)
+        self.in_channels, self.n_classes = self.net.in_channels, self.net.n_classes
+
+    @property
+    def s(self)->NoiseSchedule:
+        "The noise schedule it answers on"
+        if self._s is None: self._s = schedule_from_config(self.schedule) if self.schedule else cosine_schedule()
+        return self._s
+
+    def forward(self,
+        x:Tensor, # noisy images on the variance-preserving path (B, C, H, W)
+        t:Tensor, # integer timesteps (B,) of the schedule
+        y:Tensor=None, # class labels (B,), or None
+    )->Tensor: # chapter 2's v for a flow model, the clean image for an EDM denoiser
+        "The network's answer at timestep t, through chapter 12's `DiscretizedFlow` or chapter 11's `DenoiserOnSchedule`"
+        view = DiscretizedFlow(self.net, self.s) if self.prediction == 'v' else DenoiserOnSchedule(self.net, self.s)
+        return view(x, t, y)
+
+# %% ../nbs/13_distill.ipynb #8bdd8140
+def schedule_teacher(
+    model, # a trained model: chapter 4's kind, a flow model, an EDM denoiser
+    s, # what `load_model` returned with it: its `NoiseSchedule`, `FlowPath` or `SigmaSchedule`
+    schedule:NoiseSchedule=None, # the schedule a flow or EDM model is seen on (default: `cosine_schedule()`)
+)->tuple: # (teacher, NoiseSchedule): a model answering at the schedule's timesteps, and the schedule
+    "Any model of the course as a teacher for progressive or consistency distillation"
+    if hasattr(model, 'vae'):
+        raise ValueError(f'{type(model).__name__} is a latent model (chapter 12d): its network works on latents and '
+                         'cannot be distilled on images; distil a model of pixels')
+    if isinstance(s, StudentSchedule): raise ValueError('this model is a distilled student already: distil its teacher')
+    if isinstance(s, NoiseSchedule): return model, s
+    if not hasattr(s, 'discretize') or getattr(model, 'prediction', None) not in ('flow', 'edm'):
+        raise ValueError(f'cannot distil {type(model).__name__} with {type(s).__name__}: give a model with the '
+                         'NoiseSchedule, FlowPath or SigmaSchedule that load_model returns with it')
+    schedule = cosine_schedule() if schedule is None else schedule
+    if not isinstance(model, nn.Module): return s.discretize(model, schedule)
+    view = ScheduleView(model, schedule.config).to(next(model.parameters()).device)
+    view.sample_shape = getattr(model, 'sample_shape', None)       # the image shape load_model found
+    return view, schedule
+
+# %% ../nbs/13_distill.ipynb #84832972
+def consistency_distill(
+    teacher, # the network to distil (a `UNet`, a flow or an EDM model), or 'bundled:NAME', a model file or folder
+    s, # its noise schedule, `FlowPath` or `SigmaSchedule` (None: loaded with a teacher given by name or file)
+    data, # the training images (with labels, for a class-conditional teacher)
+    intervals:int=16, # N: the grid's points below t_max
+    steps:int=4000, # optimiser steps in all
+    out=None, # the run's checkpoint file (a stopped run resumes from it, given its teacher again if that was a model); None: keep none
+    t_max:int=None, # the first timestep (default: `top_timestep(s)`)
+    target_ema:float=0.95, # decay of the target network
+    **kwargs,
+)->nn.Module: # the EMA student, in eval mode
+    """Consistency distillation as one `Trainer` run, from the start or from the checkpoint `out` of a stopped run.
+
+    Further keyword arguments are `Trainer` settings: batch_size, lr, warmup, ema_decay, label_dropout, seed, device,
+    progress and the rest."""
+    if out is not None and Path(out).exists():
+        tr = Trainer.resume(out, data, **{k: kwargs[k] for k in ('device', 'progress', 'ckpt_every') if k in kwargs})
+        if teacher is not None and not isinstance(teacher, str): tr.formulation._attach(_teacher_of(teacher, s)[1])
+    else:
+        ref, net, s = _teacher_of(teacher, s)
+        f = ConsistencyDistillation(ref or net, s, intervals, t_max, target_ema=target_ema)
+        tr = Trainer(student_from_teacher(net), f, data, ckpt_path=out, **kwargs)
+    tr.fit(steps=max(0, steps - tr.step))
+    return copy.deepcopy(tr.ema.model).eval()
+
+# %% ../nbs/13_distill.ipynb #bd8d755c
+def distill_parser(
+    prog:str='diffnb_distill', # the program name shown in help
+)->'argparse.ArgumentParser':
+    "Arguments of `diffnb_distill`"
+    import argparse
+    p = argparse.ArgumentParser(prog=prog, description='Distil a trained model into students that sample in a few network calls.',
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('teacher', nargs='?', default=None, help="the model to distil: a checkpoint of diffnb_train, a model folder, or "
+                   "'bundled:mnist'; with --resume, the run's own")
+    p.add_argument('--method', default='progressive', choices=('progressive', 'consistency'), help='progressive: rounds of students, '
+                   'each learning two of its teacher\'s steps in one; consistency: one student for any number of steps')
+    p.add_argument('--rounds', default='8,4,2,1', help="progressive: the students' numbers of steps, each half the one before")
+    p.add_argument('--intervals', type=int, default=16, help="consistency: the grid's points below the first timestep")
+    p.add_argument('--steps', type=int, default=None, help='optimiser steps: per round (progressive, default 1000) or in all (consistency, default 4000)')
+    p.add_argument('--data', default=None, help="the training images, as diffnb_train's --data (default: the teacher's own, when they have a name)")
+    p.add_argument('--batch-size', type=int, default=64, help='images per step')
+    p.add_argument('--lr', type=float, default=3e-4, help='peak learning rate (AdamW)')
+    p.add_argument('--warmup', type=int, default=50, help='learning-rate warm-up steps (each round)')
+    p.add_argument('--ema', type=float, default=0.995, help='EMA decay of the students')
+    p.add_argument('--label-dropout', type=float, default=0.1, help='probability of a step with the null class (class-conditional teachers)')
+    p.add_argument('--seed', type=int, default=0, help='seed of every random choice')
+    p.add_argument('--out', default='runs/distill', help='output folder: the run (round{n}.pt or consistency.pt, distill.json), student.pt, samples.png, summary.json')
+    p.add_argument('--resume', action='store_true', help='continue the run in OUT (if OUT holds one; otherwise start it)')
+    p.add_argument('--ckpt-every', type=int, default=250, help='steps between checkpoints (0: only at the end of a round and on interruption)')
+    p.add_argument('--samples', type=int, default=40, help='images in the final sample grid (0: none)')
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: the best available)')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    return p
+
+# %% ../nbs/13_distill.ipynb #3cc746cc
+_DEFINES_RUN = ('teacher', 'method', 'rounds', 'intervals', 'steps', 'data', 'batch_size', 'lr', 'warmup', 'ema', 'label_dropout', 'seed')
+
+def _parse_rounds(spec:str)->list:
+    "--rounds as a list of step counts, each half the one before: '8,4,2,1' -> [8, 4, 2, 1]"
+    try: rounds = [int(v) for v in str(spec).split(',')]
+    except ValueError: raise ValueError(f"--rounds must be step counts separated by commas, like 8,4,2,1, got {spec!r}") from None
+    if not rounds or rounds[-1] < 1 or any(a != 2 * b for a, b in zip(rounds, rounds[1:])):
+        raise ValueError(f'--rounds must be positive step counts, each half the one before (like 8,4,2,1), got {spec!r}')
+    return rounds
+
+def _teacher_ref(spec:str)->str:
+    "The teacher as the run records it: 'bundled:NAME', or the absolute path of a file or folder that exists"
+    if spec.startswith('bundled:'): return spec
+    if not spec.strip() or not Path(spec).exists():
+        raise ValueError(f"the teacher {spec!r} does not exist: give a checkpoint of diffnb_train, a model folder or 'bundled:mnist'")
+    return str(Path(spec).resolve())
+
+def _teacher_data(ref:str)->dict:
+    "The record of the images a teacher was trained on ({'name': ...}), or {}"
+    from diffnb.training import load_checkpoint
+    if ref.startswith('bundled:'):
+        from diffnb.pretrained import pretrained_path
+        ref = str(pretrained_path(ref[len('bundled:'):]))
+    if Path(ref).is_dir():
+        from diffnb.hub import read_record
+        return read_record(ref).get('data') or {}
+    return load_checkpoint(ref).get('data') or {}
+
+def _distill_run(args, given:set, out:Path)->dict:
+    "(what defines the run, resuming): read back from OUT/distill.json on a resume (refusing options that differ), else from the arguments"
+    from diffnb.cli import _check, _check_folder, _check_not_in_package
+    for name, lo, hi in [('intervals', 1, 10_000), ('steps', 1, 10**9), ('batch_size', 1, 2**20), ('lr', 0, 10), ('warmup', 0, 10**9),
+                         ('ema', 0, 1), ('label_dropout', 0, 1), ('seed', 0, 2**63 - 1), ('ckpt_every', 0, 10**9), ('samples', 0, 100_000)]:
+        _check(getattr(args, name), '--' + name.replace('_', '-'), lo, hi, above=name == 'lr')
+    if args.ema == 1: raise ValueError('--ema must be below 1 (a decay of 1 never moves the average)')
+    wrong = [o for o, m in (('rounds', 'progressive'), ('intervals', 'consistency')) if o in given and args.method != m]
+    if wrong: raise ValueError(f'--{wrong[0]} applies to --method {"progressive" if wrong[0] == "rounds" else "consistency"}, not {args.method}')
+    _check_folder(out, '--out'); _check_not_in_package(out, '--out')
+    record = out/'distill.json'
+    if args.resume and record.is_file():
+        run = json.loads(record.read_text())
+        mine = dict(vars(args), teacher=_teacher_ref(args.teacher) if args.teacher else None)
+        bad = [f"--{k.replace('_', '-')} {mine[k]} (the run: {run[k]})" for k in _DEFINES_RUN
+               if k in given | ({'teacher'} if args.teacher else set()) and k != 'rounds' and mine[k] != run.get(k)]
+        if 'rounds' in given and _parse_rounds(args.rounds) != run.get('rounds'): bad.append(f"--rounds {args.rounds} (the run: {run['rounds']})")
+        if bad: raise ValueError(f'{out} holds another run: {"; ".join(bad)}; resume it without these, or choose another --out')
+        return run, True
+    there = [p.name for p in sorted(out.glob('round*.pt')) + [out/n for n in ('consistency.pt', 'student.pt', 'summary.json')] if p.exists()]
+    if there and args.resume: raise ValueError(f'{out} holds {", ".join(there)} but no distill.json: it is not a run of diffnb_distill; choose another --out')
+    if there: raise ValueError(f'{out} already holds a run ({", ".join(there)}): pass --resume to continue it, or choose another --out')
+    if args.teacher is None: raise ValueError("name the teacher to distil: a checkpoint of diffnb_train, a model folder or 'bundled:mnist'")
+    run = {k: getattr(args, k) for k in _DEFINES_RUN}
+    run.update(teacher=_teacher_ref(args.teacher), rounds=_parse_rounds(args.rounds) if args.method == 'progressive' else None,
+               intervals=args.intervals if args.method == 'consistency' else None,
+               steps=args.steps or (1000 if args.method == 'progressive' else 4000))
+    return run, False
+
+# %% ../nbs/13_distill.ipynb #9956162f
+def _distill_data(run:dict, teacher, s):
+    "The training images of the run, checked to fit the teacher: its image shape and its classes"
+    from diffnb.data import load_dataset
+    from diffnb.cli import _data_spec_of
+    spec = run['data'] or _data_spec_of({'data': _teacher_data(run['teacher'])}, run['teacher'])
+    data = load_dataset(spec)
+    want = getattr(teacher, 'sample_shape', None)
+    if want and tuple(data.shape) != tuple(want):
+        raise ValueError(f"the teacher makes {'x'.join(map(str, want))} images, --data {spec} has {'x'.join(map(str, data.shape))} images")
+    k = getattr(teacher, 'n_classes', None)
+    if k is not None and getattr(data, 'n_classes', None) not in (None, k):
+        raise ValueError(f'the teacher knows {k} classes, --data {spec} has {data.n_classes}')
+    return data, spec
+
+
+# %% ../nbs/13_distill.ipynb #2c8a0337
+def distill_cmd(
+    args, # the arguments, as parsed by `distill_parser`
+):
+    "The body of `diffnb_distill` (arguments as parsed by `distill_parser`)"
+    from diffnb.cli import _given, _device, _command, _sample_batches
+    from diffnb.training import RunLock, TrainingInterrupted, load_checkpoint
+    from diffnb.data import save_images, atomic_write
+    given, out = _given(args, distill_parser), Path(args.out)
+    run, resuming = _distill_run(args, given, out)
+    device, made_out = _device(args.device), not out.exists()
+    lock = RunLock(out/'student.pt').acquire()
+    go_on = lambda: _command(args, resume=True)
+    try:
+        ref = run['teacher']
+        teacher, s = _load_teacher(ref)
+        if isinstance(s, StudentSchedule): raise ValueError(f'{ref} holds a distilled student already: distil its teacher')
+        data, spec = _distill_data(run, teacher, s)
+        if not resuming:
+            atomic_write(out/'distill.json', lambda fh: fh.write(json.dumps(run, indent=1).encode()))
+        kw = dict(batch_size=run['batch_size'], lr=run['lr'], warmup=run['warmup'], ema_decay=run['ema'], seed=run['seed'],
+                  label_dropout=run['label_dropout'] if teacher.n_classes is not None else 0.0, device=device,
+                  progress=not args.no_progress, ckpt_every=args.ckpt_every or None)
+        torch.manual_seed(run['seed'])
+        print(f"distilling {ref} ({type(getattr(teacher, 'net', teacher)).__name__}) by {run['method']} distillation on {data!r}")
+        try:
+            if run['method'] == 'progressive':
+                student = progressive_distill(ref, None, data, rounds=tuple(run['rounds']), steps_per_round=run['steps'], out=out, **kw)
+                f, files = ProgressiveDistillation(ref, s, run['rounds'][-1]), [out/f'round{n}.pt' for n in run['rounds']]
+            else:
+                student = consistency_distill(ref, None, data, run['intervals'], run['steps'], out=out/'consistency.pt', **kw)
+                f, files = ConsistencyDistillation(ref, s, run['intervals']), [out/'consistency.pt']
+        except TrainingInterrupted as e: raise TrainingInterrupted(f'{e}; continue with: {go_on()}') from None
+        minutes = sum(load_checkpoint(p)['elapsed'] for p in files) / 60
+        export_student(student, f, out/'student.pt', data, info=dict(teacher=ref, method=run['method'], minutes=round(minutes, 2),
+                                                                     command=_command(args)), half=False)
+        steps = run['rounds'][-1] if run['method'] == 'progressive' else min(4, run['intervals'])
+        summary = dict(teacher=ref, method=run['method'], rounds=run['rounds'], intervals=run['intervals'], steps=run['steps'],
+                       training_minutes=round(minutes, 2), student=str(out/'student.pt'), sample_steps=steps, data=data.name)
+        if args.samples:
+            y = torch.arange(args.samples) % teacher.n_classes if teacher.n_classes is not None else None
+            st, s_st = load_model(out/'student.pt', device=device)
+            x = _sample_batches(st, s_st, args.samples, data.shape, batch_size=run['batch_size'], seed=run['seed'], y=y,
+                                progress=False, sampler='distilled', steps=steps)
+            summary['samples'] = str(save_images(x, out/'samples.png', nrow=10 if y is not None else None, scale=2))
+        atomic_write(out/'summary.json', lambda fh: fh.write(json.dumps(summary, indent=1).encode()))
+        print(f"done: {run['method']} students in {minutes:.1f} min of training; {out/'student.pt'}"
+              + (f", samples ({steps} network call{'s' if steps > 1 else ''} each) {summary['samples']}" if 'samples' in summary else ''))
+    except KeyboardInterrupt as e:
+        if isinstance(e, TrainingInterrupted): raise
+        saved = any(p.exists() for p in [*out.glob('round*.pt'), out/'consistency.pt'])
+        raise KeyboardInterrupt(f"{str(e) or 'Ctrl-C'}; " + (f'continue with: {go_on()}' if saved else 'nothing was saved')) from None
+    finally:
+        lock.release()
+        if made_out and out.is_dir() and not any(out.iterdir()): out.rmdir()
+
+
+# %% ../nbs/13_distill.ipynb #480063e0
+def distill_main(
+    argv:list=None, # command-line arguments (default: sys.argv[1:])
+):
+    "Entry point of `diffnb_distill`"
+    import sys
+    from diffnb.cli import _entry
+    argv = sys.argv[1:] if argv is None else list(argv)
+    sys.exit(_entry('diffnb_distill', distill_parser, distill_cmd, argv, _argv=argv, _prog='diffnb_distill'))
+

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
-from conftest import bin_path, run as _run
+from conftest import bin_path, one_line, run as _run
 
 TRAIN, SAMPLE = bin_path('diffnb_train'), bin_path('diffnb_sample')
 BUNDLED_DIGITS = Path(__import__('diffnb.data').data.__file__).parent/'assets'/'mnist_subset.npz'
@@ -19,14 +19,6 @@ QUICK = ['--no-progress', '--device', 'cpu']
 def run(args, env=ONE_THREAD, **kw):
     "Run a command (one thread for PyTorch), return the CompletedProcess (text)"
     return _run(args, env=env, **kw)
-
-def one_line(r, contains, status=2):
-    "The command failed with `status` and said one line, without a traceback, containing `contains`"
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == status, (r.returncode, r.stdout[-500:], r.stderr[-2000:])
-    assert len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
-    assert contains in lines[0], lines[0]
-    return lines[0]
 
 def limits(fsize=None, data=None):
     "A preexec_fn that caps the size of any file written (a full disk) or the memory (out of memory)"
