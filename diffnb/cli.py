@@ -8,7 +8,7 @@ import argparse, json, math, os, re, shlex, signal, sys, threading, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['run_cli', 'train_parser', 'train', 'train_main', 'sample_parser', 'sample_cmd', 'sample_main', 'main']
+__all__ = ['run_cli', 'train_parser', 'train', 'train_main', 'sample_parser', 'sample_cmd', 'sample_main', 'distill_main', 'main']
 
 # %% ../nbs/10_cli.ipynb #f8fb1321
 _OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory|cannot allocate memory", re.I)
@@ -880,6 +880,20 @@ def sample_main(
 ):
     "Entry point of `diffnb_sample`"
     sys.exit(_entry('diffnb_sample', sample_parser, sample_cmd, sys.argv[1:] if argv is None else list(argv)))
+
+# %% ../nbs/10_cli.ipynb #569d4fb8
+def distill_main(
+    argv:list=None, # command-line arguments (default: sys.argv[1:])
+):
+    "Entry point of `diffnb_distill` (chapter 13's `distill_parser` and `distill_cmd`, imported once Ctrl-C is handled)"
+    def parser(prog:str='diffnb_distill'):
+        from diffnb.distill import distill_parser
+        return distill_parser(prog)
+    def body(args):
+        from diffnb.distill import distill_cmd
+        distill_cmd(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    sys.exit(_entry('diffnb_distill', parser, body, argv, _argv=argv, _prog='diffnb_distill'))
 
 # %% ../nbs/10_cli.ipynb #3b732326
 def main(

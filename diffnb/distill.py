@@ -25,7 +25,7 @@ from .edm import DenoiserOnSchedule
 __all__ = ['top_timestep', 'student_timesteps', 'student_from_teacher', 'signal_noise', 'ddim_jump', 'x0_estimate',
            'ProgressiveDistillation', 'ConsistencyDistillation', 'StudentSchedule', 'DistilledStudents',
            'distilled_sample', 'progressive_distill', 'export_student', 'ScheduleView', 'schedule_teacher',
-           'consistency_distill', 'distill_parser', 'distill_cmd', 'distill_main']
+           'consistency_distill', 'distill_parser', 'distill_cmd']
 
 # %% ../nbs/13_distill.ipynb #41cce605
 def top_timestep(
@@ -724,15 +724,4 @@ def distill_cmd(
     finally:
         lock.release()
         if made_out and out.is_dir() and not any(out.iterdir()): out.rmdir()
-
-
-# %% ../nbs/13_distill.ipynb #480063e0
-def distill_main(
-    argv:list=None, # command-line arguments (default: sys.argv[1:])
-):
-    "Entry point of `diffnb_distill`"
-    import sys
-    from diffnb.cli import _entry
-    argv = sys.argv[1:] if argv is None else list(argv)
-    sys.exit(_entry('diffnb_distill', distill_parser, distill_cmd, argv, _argv=argv, _prog='diffnb_distill'))
 

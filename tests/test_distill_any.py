@@ -128,3 +128,13 @@ def test_ctrl_c_saves_and_says_how_to_go_on(teachers, tmp_path):
     r = run([DISTILL, *again[1:]], env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(out/'round1.pt', weights_only=False)['step'] == 40 and (out/'student.pt').exists()
+
+def test_ctrl_c_in_the_first_second(teachers, tmp_path):
+    "Ctrl-C while the command starts (importing PyTorch): status 130 and one line, no traceback, no run left behind"
+    p = subprocess.Popen([DISTILL, str(teachers['flow']), '--steps', '5', *QUICK, '--out', str(tmp_path/'pd')], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**__import__('os').environ, **ENV},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(1.4); p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    one_line(subprocess.CompletedProcess(p.args, p.returncode, '', err), 'interrupted', status=130)
+    assert not (tmp_path/'pd'/'student.pt').exists() and not (tmp_path/'pd'/'student.pt.lock').exists()
