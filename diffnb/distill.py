@@ -710,8 +710,7 @@ def distill_cmd(
                        training_minutes=round(minutes, 2), student=str(out/'student.pt'), sample_steps=steps, data=data.name)
         if args.samples:
             y = torch.arange(args.samples) % teacher.n_classes if teacher.n_classes is not None else None
-            st, s_st = load_model(out/'student.pt', device=device)
-            x = _sample_batches(st, s_st, args.samples, data.shape, batch_size=run['batch_size'], seed=run['seed'], y=y,
+            x = _sample_batches(student.eval(), f.for_sampling(), args.samples, data.shape, batch_size=run['batch_size'], seed=run['seed'], y=y,
                                 progress=False, sampler='distilled', steps=steps)
             summary['samples'] = str(save_images(x, out/'samples.png', nrow=10 if y is not None else None, scale=2))
         atomic_write(out/'summary.json', lambda fh: fh.write(json.dumps(summary, indent=1).encode()))
