@@ -1,32 +1,43 @@
-"""MeanFlow against flow matching, trained from scratch for the same CPU time, at one to ten network calls.
+"""Flow matching, MeanFlow and consistency training, each trained from scratch for the same CPU time, at one to ten network calls.
 
-Two rows change one thing, the training objective: flow matching (chapter 12: `FlowUNet`, `FlowMatching()`) and
-MeanFlow (chapter 13b: `MeanFlowUNet`, `MeanFlow()`), each the default U-Net of the digits (MeanFlow's has one more
-small embedding, for t - r), class-conditional with 10% label dropout, batch 64, AdamW at lr 1e-3 with 100 warm-up
-steps, EMA 0.995 -- and the budget, in CPU seconds of the training process (`time.process_time`, one thread: what
-the run costs whatever else the machine does). A MeanFlow step costs about twice a flow-matching step (its
-Jacobian-vector product), so it makes about half the steps. Each model then draws 500 class-conditional samples per
-call count -- flow matching with Euler's method, MeanFlow with its jumps, both on an even time grid -- scored by
-chapter 9's protocol (`evaluate_sampler` with the run's seed: FID and KID against the reference half of the
-held-out digits, class accuracy by the bundled classifier).
+Three rows change one thing, the training objective: flow matching (chapter 12: `FlowUNet`, `FlowMatching()`),
+MeanFlow (chapter 13b: `MeanFlowUNet`, `MeanFlow()`) and improved consistency training (chapter 13c: the U-Net inside
+`ConsistencyPrecond`, `ConsistencyTraining()` with its curriculum planned for CONSISTENCY_STEPS steps), each the
+default U-Net of the digits (MeanFlow's has one more small embedding, for t - r), class-conditional with 10% label
+dropout, batch 64, AdamW at lr 1e-3 with 100 warm-up steps, EMA 0.995 -- and the budget, in CPU seconds of the
+training process (`time.process_time`, one thread: what the run costs whatever else the machine does). A MeanFlow
+step costs about twice a flow-matching step (its Jacobian-vector product), a consistency step about 1.4 times (a
+second forward pass, without gradient), so they make fewer steps. Each model then draws 500 class-conditional
+samples per call count -- flow matching with Euler's method and MeanFlow with its jumps, both on an even time grid;
+the consistency model with its multistep sampler on Karras levels -- scored by chapter 9's protocol
+(`evaluate_sampler` with the run's seed: FID and KID against the reference half of the held-out digits, class
+accuracy by the bundled classifier).
 
     OMP_NUM_THREADS=1 python bench/meanflow.py --cpu-seconds 240 --seeds 0 1 --out a.json &     # one process per core
     OMP_NUM_THREADS=1 python bench/meanflow.py --cpu-seconds 240 --seeds 2 --out b.json
     python bench/meanflow.py --merge a.json b.json --out bench/results/meanflow_2min.json
 
-240 CPU seconds on one thread is two minutes of two cores.
+240 CPU seconds on one thread is two minutes of two cores. `--rows consistency` runs one row, and `--merge` adds its
+file to an earlier one.
 """
 import argparse, json, platform, time
 from pathlib import Path
 import torch
 
-ROWS = {'flow': ('flow-euler', (1, 2, 4, 10)), 'meanflow': ('meanflow', (1, 2, 4))}
-GRID = {'flow-euler': dict(t_min=0.0), 'meanflow': {}}      # both samplers on the even grid 1, 1 - 1/n, ..., 0
+ROWS = {'flow': ('flow-euler', (1, 2, 4, 10)), 'meanflow': ('meanflow', (1, 2, 4)), 'consistency': ('consistency', (1, 2, 4))}
+GRID = {'flow-euler': dict(t_min=0.0), 'meanflow': {}, 'consistency': {}}   # flow and MeanFlow on the even grid 1, 1 - 1/n, ..., 0
+CONSISTENCY_STEPS = 400     # the curriculum's K: about the steps 240 CPU-seconds buy (a step: two forward passes, one backward)
 
 def build(row, seed):
     from diffnb.flow import FlowUNet, FlowMatching
     from diffnb.meanflow import MeanFlowUNet, MeanFlow
     torch.manual_seed(seed)
+    if row == 'consistency':
+        from diffnb.unet import UNet
+        from diffnb.edm import data_rms
+        from diffnb.data import bundled_mnist
+        from diffnb.consistency import ConsistencyPrecond, ConsistencyTraining
+        return ConsistencyPrecond(UNet(n_classes=10), sigma_data=data_rms(bundled_mnist('train'))), ConsistencyTraining(total_steps=CONSISTENCY_STEPS)
     return (FlowUNet(n_classes=10), FlowMatching()) if row == 'flow' else (MeanFlowUNet(n_classes=10), MeanFlow())
 
 def run(row, seed, cpu_seconds, clf):
@@ -73,11 +84,13 @@ def main():
     p.add_argument('--rows', nargs='+', default=list(ROWS), choices=list(ROWS))
     p.add_argument('--merge', nargs='+', help='merge the rows of these result files into --out')
     p.add_argument('--out', default='bench/results/meanflow.json')
+    p.add_argument('--note', help='with --merge: a line recording how the merged files were made')
     a = p.parse_args()
     if a.merge:
         parts = [json.loads(Path(f).read_text()) for f in a.merge]
         if len({q['cpu_seconds'] for q in parts}) != 1: raise SystemExit('the files have different CPU budgets')
         rows = sorted((r for q in parts for r in q['rows']), key=lambda r: (list(ROWS).index(r['row']), r['seed']))
+        if a.note: parts[0] = dict(parts[0], note=a.note)
         Path(a.out).write_text(json.dumps(dict(parts[0], seeds=sorted({r['seed'] for r in rows}), rows=rows), indent=1)); summarise(rows); return
     from diffnb.evaluation import load_classifier
     clf, rows = load_classifier(), []

@@ -199,9 +199,10 @@ def train_parser(
                         "U-Net defaults to --preset latent; a resumed run keeps its own")
     m.add_argument('--preset', default='digits', choices=_LazyChoices(_presets), metavar='PRESET', help='U-Net preset: %(choices)s')
     m.add_argument('--unconditional', action='store_true', help='no class conditioning (default: class-conditional with label dropout)')
-    m.add_argument('--formulation', default=None, choices=('ddpm', 'edm', 'flow', 'meanflow'),
+    m.add_argument('--formulation', default=None, choices=('ddpm', 'edm', 'flow', 'meanflow', 'consistency'),
                    help="flow: chapter 12's flow matching; ddpm: chapter 4's noise prediction on a schedule; edm: chapter 11's preconditioned "
-                        "denoiser; meanflow: chapter 13b's MeanFlow, sampled in one or a few jumps (default: flow, or the one formulation the options "
+                        "denoiser; meanflow: chapter 13b's MeanFlow, sampled in one or a few jumps; consistency: chapter 13c's consistency training, "
+                        "sampled in one or a few calls (default: flow, or the one formulation the options "
                         "given belong to, e.g. ddpm with --schedule)")
     m.add_argument('--prediction', default='eps', choices=('eps', 'v', 'x0'), help='what the network predicts (ddpm)')
     m.add_argument('--time-sampling', default='uniform', choices=('uniform', 'logit-normal'), help='how training times are drawn (flow)')
@@ -402,7 +403,7 @@ def _network(args, shape:tuple, n_classes:int):
     if args.backbone != 'unet':
         from diffnb.dit import build_backbone
         if H != W: raise ValueError(f'--backbone {args.backbone} needs square images, the data has {H}x{W}: pass --size {max(H, W)}')
-        prediction = dict(ddpm=args.prediction, edm='eps', flow='flow')[args.formulation]   # inside EDM's preconditioning, F's own output
+        prediction = dict(ddpm=args.prediction, edm='eps', consistency='eps', flow='flow')[args.formulation]   # inside EDM's preconditioning, F's own output
         kw = dict(patch=2) if args.latent is not None and args.backbone == 'dit' else {}   # 8x8 latents: 16 tokens of 2x2
         return build_backbone(args.backbone, C, H, n_classes, prediction, **kw)
     kw = dict(in_channels=C, n_classes=n_classes)
@@ -423,6 +424,9 @@ def _model_and_formulation(args, data, net=None):
     if args.formulation == 'edm':
         from diffnb.edm import EDMPrecond, EDM
         return EDMPrecond(net, sigma_data=_data_rms(data)), EDM()
+    if args.formulation == 'consistency':            # the curriculum planned for the steps asked for (10,000 for a run bounded otherwise)
+        from diffnb.consistency import ConsistencyPrecond, ConsistencyTraining
+        return ConsistencyPrecond(net, sigma_data=_data_rms(data)), ConsistencyTraining(total_steps=args.steps or 10_000)
     if args.formulation == 'meanflow':
         from diffnb.meanflow import MeanFlowUNet, MeanFlow
         model = MeanFlowUNet(**{k: v for k, v in net.config.items() if k != 'prediction'})
@@ -818,7 +822,13 @@ def _check_sampler(args, s):
     usable = usable_samplers(s)
     kind = {'FlowPath': 'a flow-matching model', 'SigmaSchedule': 'an EDM model', 'StudentSchedule': 'a distilled student'}.get(
         type(s).__name__, 'a model on a noise schedule')
-    if args.sampler not in usable and getattr(s, 'only_samplers', None) is None:
+    only = getattr(s, 'only_samplers', None)         # a distilled student, a consistency model: their own sampler only
+    if only is not None and args.sampler not in only:   # refused before any work, as `sample` would refuse it
+        from diffnb.sampling import SAMPLERS
+        names = ', '.join(map(repr, only))
+        if args.image and not any(SAMPLERS[n].inpaints for n in only): raise ValueError(f'this model samples only with {names}, which cannot inpaint')
+        raise ValueError(f'this model samples only with {names}, not {args.sampler!r}')
+    if args.sampler not in usable and only is None:
         raise ValueError(f'--sampler {args.sampler} cannot sample this checkpoint ({kind}); it samples with --sampler {", ".join(usable)}')
     _check(args.steps, '--steps', 1, max_steps(s))
 

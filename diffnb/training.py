@@ -465,6 +465,7 @@ def _randomness(self:Trainer, step):
     "This process's timesteps, noise and label-dropout draws of step `step`: a function of (seed, step) only"
     g = torch.Generator().manual_seed(_seed_of(self.seed, 'step', step))
     B, shape = self.hparams['batch_size'], tuple(self.data.shape)
+    if hasattr(self.formulation, 'at_step'): self.formulation.at_step(step)   # a formulation with a curriculum (chapter 13c)
     times = self.formulation.draw_times(B, g)
     noise = torch.randn((B, *shape), generator=g)
     drop = torch.rand(B, generator=g) < self.hparams['label_dropout']
