@@ -105,6 +105,11 @@ def test_training_advances_the_curriculum_and_checkpoints(tmp_path):
     a = sample(tr.ema.model, tr.s, (4, 1, 28, 28), y=y, steps=2, generator=torch.Generator().manual_seed(0))
     b = sample(m2, s2, (4, 1, 28, 28), y=y, steps=2, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(a, b, atol=1e-5)
+    from diffnb.hub import save_pretrained
+    save_pretrained(m2, s2, tmp_path/'folder')                              # the model folder format holds it too
+    m3, s3 = load_model(tmp_path/'folder')
+    assert isinstance(m3, ConsistencyPrecond) and isinstance(s3, ConsistencySchedule)
+    assert torch.allclose(sample(m3, s3, (4, 1, 28, 28), y=y, steps=2, generator=torch.Generator().manual_seed(0)), b, atol=1e-5)
     tr2 = Trainer.resume(tmp_path/'run.pt', bundled_mnist('train'), progress=False, device='cpu')
     tr2.fit(steps=2)                                                        # two more steps: 3 and 4
     assert tr2.step == 5 and tr2.formulation.step == 4 and tr2.formulation.total_steps == 8
