@@ -17,7 +17,9 @@ a latent model cannot beat.
     OMP_NUM_THREADS=1 python bench/latent.py --cpu-seconds 240 --seeds 1 2 --out b.json
     python bench/latent.py --merge a.json b.json --out bench/results/latent_2min.json
 
-240 CPU seconds on one thread is two minutes of two cores.
+240 CPU seconds on one thread is two minutes of two cores; `--cpu-seconds 1200` is the ten-minute budget
+(bench/results/latent_10min.json: seeds 0 and 1 in one process each, then seed 2's pixel rows in the first and its
+latent rows in the second).
 """
 import argparse, json, platform, time
 from pathlib import Path
@@ -116,12 +118,14 @@ def main():
     p.add_argument('--rows', nargs='+', default=list(ROWS), choices=ROWS)
     p.add_argument('--merge', nargs='+', help='merge the rows of these result files into --out')
     p.add_argument('--out', default='bench/results/latent.json')
+    p.add_argument('--note', help='with --merge: a line recording how the merged files were made')
     a = p.parse_args()
     if a.merge:
         parts = [json.loads(Path(f).read_text()) for f in a.merge]
         rows = sorted((r for q in parts for r in q['rows']), key=lambda r: (ROWS.index(r['row']), r['seed']))
         floors = sorted({r['seed']: r for q in parts for r in q['floor']}.values(), key=lambda r: r['seed'])
         out = dict(parts[0], seeds=sorted({r['seed'] for r in rows}), rows=rows, floor=floors)
+        if a.note: out['note'] = a.note
         Path(a.out).write_text(json.dumps(out, indent=1)); summarise(rows, floors); return
     from diffnb.evaluation import load_classifier
     clf, rows = load_classifier(), []
