@@ -818,16 +818,12 @@ def _load_for_sampling(args, out:Path, tensors:Path, device)->tuple:
 
 def _check_sampler(args, s):
     "The sampler and --steps asked for must suit the model: an answer in options, not in Python"
-    from diffnb.sampling import usable_samplers, max_steps
+    from diffnb.sampling import usable_samplers, max_steps, check_own_sampler
     usable = usable_samplers(s)
     kind = {'FlowPath': 'a flow-matching model', 'SigmaSchedule': 'an EDM model', 'StudentSchedule': 'a distilled student'}.get(
         type(s).__name__, 'a model on a noise schedule')
     only = getattr(s, 'only_samplers', None)         # a distilled student, a consistency model: their own sampler only
-    if only is not None and args.sampler not in only:   # refused before any work, as `sample` would refuse it
-        from diffnb.sampling import SAMPLERS
-        names = ', '.join(map(repr, only))
-        if args.image and not any(SAMPLERS[n].inpaints for n in only): raise ValueError(f'this model samples only with {names}, which cannot inpaint')
-        raise ValueError(f'this model samples only with {names}, not {args.sampler!r}')
+    check_own_sampler(s, args.sampler, bool(args.image))     # refused before any work, as `sample` would refuse it
     if args.sampler not in usable and only is None:
         raise ValueError(f'--sampler {args.sampler} cannot sample this checkpoint ({kind}); it samples with --sampler {", ".join(usable)}')
     _check(args.steps, '--steps', 1, max_steps(s))

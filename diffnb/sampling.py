@@ -18,7 +18,7 @@ from .training import CompiledModel
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'SamplerSpec', 'register_sampler', 'sampler_names', 'usable_samplers', 'max_steps', 'compiled_model',
-           'sample', 'sampler_explorer']
+           'check_own_sampler', 'sample', 'sampler_explorer']
 
 # %% ../nbs/08b_sampling.ipynb #dd998732
 @dataclass
@@ -116,6 +116,18 @@ def compiled_model(
     return _COMPILED[id(model)][1]
 
 # %% ../nbs/08b_sampling.ipynb #b5c6d7e8
+def check_own_sampler(
+    s, # what the model samples with (a schedule, path or sigma schedule)
+    sampler:str, # the sampler's registered name
+    inpainting:bool=False, # whether it is asked to inpaint
+):
+    "Refuse, with one clear error, a sampler other than a model's own, for a model that names them (`s.only_samplers`)"
+    only = getattr(s, 'only_samplers', None)      # a model that some samplers cannot use (a distilled student, chapter 13)
+    if only is None or sampler in only: return
+    names = ', '.join(map(repr, only))
+    if inpainting and not any(_spec(n).inpaints for n in only): raise ValueError(f'this model samples only with {names}, which cannot inpaint')
+    raise ValueError(f'this model samples only with {names}, not {sampler!r}')
+
 def sample(
     model, # a callable model(x_t, t, y=None) -> prediction
     s, # what the model was trained with: its NoiseSchedule (or a later chapter's formulation)
@@ -141,11 +153,7 @@ def sample(
         return model.generate(s, shape, sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance_scale, known=known, mask=mask,
                               x_T=x_T, generator=generator, return_trajectory=return_trajectory, progress=progress, compile=compile, **kwargs)
     spec = _spec(sampler or getattr(s, 'default_sampler', 'ddim'))
-    only = getattr(s, 'only_samplers', None)      # a model that some samplers cannot use (a distilled student, chapter 13)
-    if only is not None and spec.name not in only:
-        names = ', '.join(map(repr, only))
-        if known is not None and not any(_spec(n).inpaints for n in only): raise ValueError(f'this model samples only with {names}, which cannot inpaint')
-        raise ValueError(f'this model samples only with {names}, not {spec.name!r}')
+    check_own_sampler(s, spec.name, known is not None)
     if spec.name not in usable_samplers(s):
         raise ValueError(f'sampler {spec.name!r} cannot sample a model with {type(s).__name__}; use one of {usable_samplers(s)}')
     if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= max_steps(s)):
