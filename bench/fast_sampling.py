@@ -15,16 +15,21 @@ reported paired: the mean and the standard deviation over seeds of the per-seed 
     python bench/fast_sampling.py --rounds 9 --seeds 0 1 2 --threads 2
     python bench/fast_sampling.py --no-scores              # timing only
     python bench/fast_sampling.py --timing-from bench/results/fast_sampling.json   # scores only; keep that run's timing
+    python bench/fast_sampling.py --candidate runs/cheap-student/model --candidate-name "narrow student"   # another student beside
 """
 import argparse, json, platform, statistics, time
 from pathlib import Path
 import torch
 
-def cases(teacher, s, student, s_student):
+def cases(teacher, s, student, s_student, candidate=None, name='candidate student'):
     "name -> fn(batch, labels, generator): every way of sampling that is compared"
     from diffnb.sampling import sample
     out = {f'student, {n} step{"s" if n > 1 else ""}': (lambda B, y, g, n=n: sample(student, s_student, (B, 1, 28, 28), steps=n, y=y, generator=g))
            for n in (1, 2, 4, 8)}
+    if candidate is not None:                                    # another student, at each number of steps it has
+        m, s_c = candidate
+        out.update({f'{name}, {n} step{"s" if n > 1 else ""}': (lambda B, y, g, n=n: sample(m, s_c, (B, 1, 28, 28), steps=n, y=y, generator=g))
+                    for n in getattr(m, 'steps', (4,))})
     out['teacher, DPM-Solver++(2M), 10 steps'] = lambda B, y, g: sample(teacher, s, (B, 1, 28, 28), sampler='solver', steps=10, y=y, generator=g)
     out['teacher, DDIM, 10 steps (leading)'] = lambda B, y, g: sample(teacher, s, (B, 1, 28, 28), sampler='ddim', steps=10, y=y, generator=g)
     out['teacher, DDIM, 10 steps (log-SNR)'] = lambda B, y, g: sample(teacher, s, (B, 1, 28, 28), sampler='ddim', steps=10, spacing='logsnr', y=y, generator=g)
@@ -38,13 +43,17 @@ def main():
     p.add_argument('--threads', type=int, default=2, help='torch threads (the two CPU cores of the reference machine)')
     p.add_argument('--no-scores', action='store_true', help='time only')
     p.add_argument('--timing-from', help='keep the timing of this earlier result file (a busy machine times badly); score only')
+    p.add_argument('--candidate', help='another student (model folder or file) timed and scored beside the shipped one')
+    p.add_argument('--candidate-name', default='candidate student', help="its rows' name (must contain 'student')")
     p.add_argument('--out', default=str(Path(__file__).parent/'results'/'fast_sampling.json'))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     from diffnb.pretrained import load_pretrained, pretrained_info
     teacher, s = load_pretrained()
     student, s_student = load_pretrained('mnist-fast')
-    fns = cases(teacher, s, student, s_student)
+    if a.candidate and 'student' not in a.candidate_name: p.error("--candidate-name must contain 'student'")
+    from diffnb.training import load_model
+    fns = cases(teacher, s, student, s_student, load_model(a.candidate) if a.candidate else None, a.candidate_name)
     solver = 'teacher, DPM-Solver++(2M), 10 steps'
 
     y = torch.randint(0, 10, (a.batch,), generator=torch.Generator().manual_seed(0))
@@ -103,7 +112,8 @@ def main():
     result = dict(command='python bench/fast_sampling.py ' + ' '.join(f'--{k.replace("_", "-")} {v}' for k, v in
                                                                         dict(batch=a.batch, rounds=a.rounds, threads=a.threads).items())
                           + ' --seeds ' + ' '.join(map(str, a.seeds)) + (' --no-scores' if a.no_scores else '')
-                          + (f' --timing-from {a.timing_from}' if a.timing_from else ''),
+                          + (f' --timing-from {a.timing_from}' if a.timing_from else '')
+                          + (f' --candidate {a.candidate} --candidate-name "{a.candidate_name}"' if a.candidate else ''),
                   date=time.strftime('%Y-%m-%d'), machine=dict(cpu=platform.processor() or platform.machine(), torch=torch.__version__,
                                                                threads=a.threads),
                   timing_from=dict((k, old[k]) for k in ('command', 'date')) if a.timing_from else None,
