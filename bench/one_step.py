@@ -60,6 +60,20 @@ def make_pairs(runs:Path)->Path:
     torch.save(dict(z=torch.cat(zs), x=torch.cat(xs), y=y, cpu_seconds=time.process_time() - t0, teacher_calls=50 * PAIRS), dest)
     return dest
 
+def train_on_pairs(tr, pairs:dict, steps:int, batch:int=64, seed:int=0):
+    "`steps` optimiser steps of a Trainer's own loss on fixed (noise z, sample x, label y) pairs: the loss's noise is each sample's partner"
+    g, n = torch.Generator().manual_seed(seed), len(pairs['x'])
+    for step in range(steps):
+        idx = torch.randint(0, n, (batch,), generator=g)
+        times = tr.formulation.draw_times(batch, g)
+        drop = torch.rand(batch, generator=g) < tr.hparams['label_dropout']
+        y = torch.where(drop, tr.n_classes, pairs['y'][idx])
+        loss = tr._forward_backward(pairs['x'][idx], y, times, pairs['z'][idx])
+        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.hparams['grad_clip'])
+        for group in tr.opt.param_groups: group['lr'] = tr.hparams['lr'] * min(1.0, (step + 1) / tr.hparams['warmup'])
+        tr.opt.step(); tr.ema.update(tr.model); tr.step += 1
+        if step % 250 == 0: print(f'reflow step {step}: loss {loss.item():.4f}', flush=True)
+
 def reflow(runs:Path)->Path:
     "1,500 steps of the teacher's flow loss on its own pairs: the loss's noise is each sample's partner"
     dest = runs/'reflow.pt'
@@ -72,17 +86,8 @@ def reflow(runs:Path)->Path:
     data = TensorImages(pairs['x'], pairs['y'], name='reflow pairs of nbs/results/12_flow_digits.pt')
     tr = Trainer(model.train(), FlowMatching(), data, batch_size=64, lr=2e-4, warmup=100, ema_decay=0.995, seed=0,
                  ckpt_path=runs/'reflow_run.pt', progress=False)
-    g, B, t0 = torch.Generator().manual_seed(0), 64, time.process_time()
-    for step in range(REFLOW_STEPS):
-        idx = torch.randint(0, PAIRS, (B,), generator=g)
-        times = tr.formulation.draw_times(B, g)
-        drop = torch.rand(B, generator=g) < tr.hparams['label_dropout']
-        y = torch.where(drop, tr.n_classes, pairs['y'][idx])
-        loss = tr._forward_backward(pairs['x'][idx], y, times, pairs['z'][idx])
-        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.hparams['grad_clip'])
-        for group in tr.opt.param_groups: group['lr'] = tr.hparams['lr'] * min(1.0, (step + 1) / tr.hparams['warmup'])
-        tr.opt.step(); tr.ema.update(tr.model); tr.step += 1
-        if step % 250 == 0: print(f'reflow step {step}: loss {loss.item():.4f}', flush=True)
+    t0 = time.process_time()
+    train_on_pairs(tr, pairs, REFLOW_STEPS)
     tr.elapsed = time.process_time() - t0
     tr.save()
     (runs/'reflow.json').write_text(json.dumps(dict(steps=REFLOW_STEPS, cpu_seconds=tr.elapsed, pairs_cpu_seconds=pairs['cpu_seconds'],
