@@ -24,6 +24,13 @@ both distillations. This script asks whether the same holds for the bundled nois
     python bench/fast_sampling.py --candidate runs/reflow-student/distill/student.pt --candidate-name "reflowed student" \\
         --out bench/results/fast_sampling_reflow.json
 
+The same pairs and reflow, but each pair's sample made with 20 solver steps instead of 10 (the same noise, labels and
+training draws; the pairs took 27 min wall on two threads at low priority beside another job), scored the same way:
+
+    python bench/reflow_student.py pairs --runs runs/reflow-student-20 --solver-steps 20
+    python bench/reflow_student.py reflow --runs runs/reflow-student-20
+    python bench/reflow_student.py score --runs runs/reflow-student-20 --out bench/results/reflow_student_20.json
+
 Each stage's CPU seconds (user + system, all threads) and wall-clock seconds are recorded in runs/reflow-student/cost.json,
 and copied into the scores' file.
 """
@@ -145,13 +152,16 @@ def score(runs:Path, seeds, dest:Path)->dict:
     return out
 
 def main():
+    global SOLVER_STEPS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('part', choices=('pairs', 'reflow', 'distill', 'score'))
     p.add_argument('--runs', default=str(ROOT/'runs/reflow-student'), help='where the runs are kept')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--threads', type=int, default=2, help='torch threads of this process (distill: set OMP_NUM_THREADS)')
+    p.add_argument('--solver-steps', type=int, default=SOLVER_STEPS, help="pairs: the teacher's solver steps per pair")
     p.add_argument('--out', default=str(ROOT/'bench/results/reflow_student.json'), help='score: where the scores go')
     a = p.parse_args()
+    SOLVER_STEPS = a.solver_steps
     runs = Path(a.runs); runs.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(a.threads)
     if a.part == 'pairs': print(pairs(runs))
